@@ -1,0 +1,35 @@
+"""The base class every rule derives from.
+
+A rule knows which nodes it looks at, what it reports and how it rewrites;
+it knows nothing about files, the CLI or editors.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, ClassVar, Iterator
+
+import libcst as cst
+
+from .model import Example, Report
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .context import RuleContext
+
+
+class Rule:
+    code: ClassVar[str]
+    name: ClassVar[str]
+    #: One line: what goes wrong under autograd.
+    why: ClassVar[str]
+    #: Longer prose for the rule's documentation page.
+    explanation: ClassVar[str] = ""
+    #: When the construct is deliberately left alone.
+    not_flagged: ClassVar[str] = ""
+    node_types: ClassVar[tuple[type[cst.CSTNode], ...]]
+    examples: ClassVar[tuple[Example, ...]] = ()
+
+    def check(self, node: cst.CSTNode, ctx: "RuleContext") -> Iterator[Report]:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:  # pragma: no cover - debugging aid
+        return f"<{self.code} {self.name}>"
