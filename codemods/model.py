@@ -105,6 +105,8 @@ class Report:
     # The statement the fix belongs to: the engine applies at most one fix per
     # statement per pass, so overlapping rewrites never collide.
     statement: Optional[cst.CSTNode] = None
+    # The tensor expression written to: the engine silences writes to ``.grad`` buffers.
+    target: Optional[cst.BaseExpression] = None
 
     @property
     def safety(self) -> FixSafety:

@@ -1,0 +1,12 @@
+"""The rule registry: one module per rule, listed here in code order."""
+
+from __future__ import annotations
+
+from ..rule import Rule
+from .gf101_augmented_assignment import AugmentedAssignment
+from .gf102_inplace_method import InplaceMethod
+
+ALL_RULES: tuple[type[Rule], ...] = (AugmentedAssignment, InplaceMethod)
+RULES_BY_CODE: dict[str, type[Rule]] = {rule.code: rule for rule in ALL_RULES}
+
+__all__ = ["ALL_RULES", "RULES_BY_CODE"]

@@ -1,0 +1,172 @@
+"""What a rule may ask about the module it is checking.
+
+One RuleContext per parse: it wraps libcst's metadata (positions, qualified
+names, scopes, parents) and the analyses built on them (tensor-ness, aliasing,
+where statements can be hoisted).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable, Optional
+
+import libcst as cst
+from libcst.metadata import (
+    CodeRange,
+    ParentNodeProvider,
+    PositionProvider,
+    QualifiedNameProvider,
+    Scope,
+    ScopeProvider,
+)
+
+from .aliasing import AliasAnalysis, RebindVerdict
+from .tensors import TensorInference, TensorKind
+
+METADATA_PROVIDERS = (PositionProvider, QualifiedNameProvider, ScopeProvider, ParentNodeProvider)
+
+# Expressions a statement can not be hoisted out of: doing so would change
+# when (or whether) the in-place call runs.
+HOIST_BARRIERS = (
+    cst.Lambda, cst.ListComp, cst.SetComp, cst.DictComp, cst.GeneratorExp, cst.IfExp,
+    cst.BooleanOperation, cst.FormattedString, cst.Decorator, cst.Param,
+)
+
+
+@dataclass(frozen=True)
+class HoistSite:
+    """The statement before which hoisted statements go, or why there is none."""
+
+    anchor: Optional[cst.CSTNode]
+    reason: str = ""
+
+
+class RuleContext:
+    def __init__(self, wrapper: cst.MetadataWrapper) -> None:
+        self.module = wrapper.module
+        resolved = wrapper.resolve_many(METADATA_PROVIDERS)
+        self._positions = resolved[PositionProvider]
+        self._qualified = dict(resolved[QualifiedNameProvider])
+        self._scopes = resolved[ScopeProvider]
+        self._parents = resolved[ParentNodeProvider]
+        self._module_attributes: dict[int, set[str]] = {}
+        self.tensors = TensorInference(
+            self.qualified_names, self.scope, self.parent, self._module_attribute_names
+        )
+        self.aliases = AliasAnalysis(self.scope, self.parent, self.qualified_names, self.start)
+
+    # -- metadata ----------------------------------------------------------------
+
+    def position(self, node: cst.CSTNode) -> CodeRange:
+        return self._positions[node]
+
+    def line(self, node: cst.CSTNode) -> int:
+        return self._positions[node].start.line
+
+    def start(self, node: cst.CSTNode) -> tuple[int, int]:
+        position = self._positions[node].start
+        return (position.line, position.column)
+
+    def parent(self, node: cst.CSTNode) -> Optional[cst.CSTNode]:
+        return self._parents.get(node)
+
+    def scope(self, node: cst.CSTNode) -> Optional[Scope]:
+        return self._scopes.get(node)
+
+    def qualified_names(self, node: cst.CSTNode) -> Iterable[str]:
+        value = self._qualified.get(node, ())
+        if not isinstance(value, (set, frozenset, list, tuple)):
+            value = value()  # libcst computes qualified names lazily
+            self._qualified[node] = value
+        return [q.name for q in value]
+
+    def code(self, node: cst.CSTNode) -> str:
+        return self.module.code_for_node(node)
+
+    # -- analyses ----------------------------------------------------------------
+
+    def tensor_kind(self, expr: cst.BaseExpression) -> TensorKind:
+        return self.tensors.kind(expr)
+
+    def rebinding(self, target: cst.BaseExpression, site: cst.CSTNode) -> RebindVerdict:
+        return self.aliases.rebinding(target, site)
+
+    def statement_of(self, node: cst.CSTNode) -> cst.CSTNode:
+        """The small statement, or compound statement header, that contains ``node``."""
+        current: cst.CSTNode = node
+        while True:
+            parent = self.parent(current)
+            if parent is None or isinstance(current, (cst.BaseSmallStatement, cst.BaseCompoundStatement)):
+                return current
+            current = parent
+
+    def hoist_site(self, expr: cst.CSTNode) -> HoistSite:
+        """Where statements computing ``expr`` beforehand may go, keeping evaluation order."""
+        current: cst.CSTNode = expr
+        while True:
+            parent = self.parent(current)
+            if parent is None:
+                return HoistSite(None, "no enclosing statement")
+            if isinstance(parent, HOIST_BARRIERS):
+                if isinstance(parent, cst.IfExp) and current is parent.test:
+                    pass  # the test always runs
+                elif isinstance(parent, cst.BooleanOperation) and current is parent.left:
+                    pass  # the left operand always runs
+                else:
+                    return HoistSite(None, f"inside a {type(parent).__name__.lower()}, where it may not run")
+            if isinstance(parent, cst.BaseSmallStatement):
+                if isinstance(parent, (cst.Assert, cst.AugAssign)):
+                    # assert disappears under -O; an augmented target is read before its value.
+                    return HoistSite(None, f"inside an {type(parent).__name__.lower()} statement")
+                return HoistSite(parent)
+            if isinstance(parent, cst.If):
+                if current is parent.test and not self._is_elif(parent):
+                    return HoistSite(parent)
+                return HoistSite(None, "in an elif test, which runs only after the tests above")
+            if isinstance(parent, cst.For):
+                if current is parent.iter:
+                    return HoistSite(parent)
+                return HoistSite(None, "in a for target")
+            if isinstance(parent, (cst.While, cst.With, cst.Match, cst.Try, cst.FunctionDef, cst.ClassDef)):
+                return HoistSite(None, f"in a {type(parent).__name__.lower()} header")
+            current = parent
+
+    def _is_elif(self, node: cst.If) -> bool:
+        parent = self.parent(node)
+        return isinstance(parent, cst.If) and parent.orelse is node
+
+    def _module_attribute_names(self, node: cst.CSTNode) -> set[str]:
+        """Attributes ``self.X`` that the enclosing class assigns from a torch.nn constructor."""
+        cls = self.parent(node)
+        while cls is not None and not isinstance(cls, cst.ClassDef):
+            cls = self.parent(cls)
+        if cls is None:
+            return set()
+        key = id(cls)
+        if key not in self._module_attributes:
+            names: set[str] = set()
+            for assign in _self_assignments(cls):
+                value = assign.value
+                if isinstance(value, cst.Call):
+                    if any(q.startswith("torch.nn.") for q in self.qualified_names(value.func)):
+                        for target in assign.targets:
+                            names.add(target.target.attr.value)  # type: ignore[union-attr]
+            self._module_attributes[key] = names
+        return self._module_attributes[key]
+
+
+def _self_assignments(cls: cst.ClassDef) -> Iterable[cst.Assign]:
+    found: list[cst.Assign] = []
+
+    class Collector(cst.CSTVisitor):
+        def visit_Assign(self, node: cst.Assign) -> None:
+            if all(
+                isinstance(t.target, cst.Attribute)
+                and isinstance(t.target.value, cst.Name)
+                and t.target.value.value == "self"
+                for t in node.targets
+            ):
+                found.append(node)
+
+    cls.visit(Collector())
+    return found

@@ -1,0 +1,370 @@
+"""The engine: parse once, run every selected rule in one pass, apply fixes.
+
+Front-ends (CLI, LSP) call :func:`check_source` and :func:`fix_source`; they
+read and write files, the engine only sees text.
+"""
+
+from __future__ import annotations
+
+import ast
+import io
+import re
+import tokenize
+from dataclasses import dataclass
+from typing import Iterable, Optional, Sequence
+
+import libcst as cst
+
+from .context import RuleContext
+from .grad_context import enclosing_grad_context, is_grad_buffer
+from .model import (
+    Finding,
+    Fix,
+    FixResult,
+    FixSafety,
+    GradContext,
+    InsertBefore,
+    RemoveStatement,
+    ReplaceNode,
+    Report,
+)
+from .rule import Rule
+from .rules import ALL_RULES
+
+MAX_FIX_PASSES = 10
+NOQA = re.compile(r"#\s*noqa(?::\s*(?P<codes>[A-Z]+[0-9]+(?:[\s,]+[A-Z]+[0-9]+)*))?", re.IGNORECASE)
+
+
+class SourceSyntaxError(Exception):
+    """The source does not parse. ``line``/``col`` are 1-based."""
+
+    def __init__(self, message: str, line: int, col: int) -> None:
+        super().__init__(message)
+        self.message = message
+        self.line = line
+        self.col = col
+
+
+def select_rules(select: Sequence[str] = (), ignore: Sequence[str] = ()) -> list[Rule]:
+    """Rules whose code starts with one of ``select`` (all if empty) and none of ``ignore``."""
+    chosen = []
+    for rule_class in ALL_RULES:
+        code = rule_class.code
+        if select and not any(code.startswith(prefix.upper()) for prefix in select):
+            continue
+        if any(code.startswith(prefix.upper()) for prefix in ignore):
+            continue
+        chosen.append(rule_class())
+    return chosen
+
+
+def could_have_findings(source: str) -> bool:
+    """A cheap test: gradfix's rules only concern code that mentions torch."""
+    return "torch" in source
+
+
+@dataclass
+class _RawReport:
+    rule: Rule
+    report: Report
+    context: Optional[GradContext]
+    suppressed_by_noqa: bool
+
+
+def parse(source: str) -> cst.Module:
+    try:
+        return cst.parse_module(source)
+    except cst.ParserSyntaxError as error:
+        message = str(error.message if hasattr(error, "message") else error).splitlines()[0]
+        raise SourceSyntaxError(message, error.raw_line, error.raw_column + 1) from None
+
+
+def _syntax_check_only(source: str) -> None:
+    try:
+        ast.parse(source)
+    except SyntaxError as error:
+        raise SourceSyntaxError(error.msg, error.lineno or 1, error.offset or 1) from None
+    except ValueError as error:  # null bytes
+        raise SourceSyntaxError(str(error), 1, 1) from None
+
+
+def noqa_lines(source: str) -> dict[int, Optional[frozenset[str]]]:
+    """Line -> codes silenced on it (None: every code, a bare ``# noqa``)."""
+    result: dict[int, Optional[frozenset[str]]] = {}
+    if "noqa" not in source:
+        return result
+    try:
+        tokens = list(tokenize.generate_tokens(io.StringIO(source).readline))
+    except (tokenize.TokenError, SyntaxError, IndentationError):
+        return result
+    for token in tokens:
+        if token.type != tokenize.COMMENT:
+            continue
+        match = NOQA.search(token.string)
+        if not match:
+            continue
+        codes = match.group("codes")
+        line = token.start[0]
+        if codes is None:
+            result[line] = None
+        else:
+            silenced = frozenset(c.upper() for c in re.split(r"[\s,]+", codes) if c)
+            previous = result.get(line, frozenset())
+            result[line] = None if previous is None and line in result else silenced | (previous or frozenset())
+    return result
+
+
+class _RuleRunner(cst.CSTVisitor):
+    def __init__(self, rules: Sequence[Rule], ctx: RuleContext) -> None:
+        super().__init__()
+        self._ctx = ctx
+        self._dispatch: dict[type, list[Rule]] = {}
+        for rule in rules:
+            for node_type in rule.node_types:
+                self._dispatch.setdefault(node_type, []).append(rule)
+        self.reports: list[tuple[Rule, Report]] = []
+
+    def on_visit(self, node: cst.CSTNode) -> bool:
+        for rule in self._dispatch.get(type(node), ()):
+            for report in rule.check(node, self._ctx):
+                self.reports.append((rule, report))
+        return True
+
+
+def _analyze(module: cst.Module, rules: Sequence[Rule], source: str) -> tuple[RuleContext, list[_RawReport]]:
+    wrapper = cst.MetadataWrapper(module, unsafe_skip_copy=True)
+    ctx = RuleContext(wrapper)
+    runner = _RuleRunner(rules, ctx)
+    wrapper.module.visit(runner)
+    silenced = noqa_lines(source)
+    raw: list[_RawReport] = []
+    for rule, report in runner.reports:
+        context = enclosing_grad_context(report.node, ctx.parent, ctx.qualified_names)
+        if context is None and report.target is not None and is_grad_buffer(report.target):
+            context = GradContext.GRAD_BUFFER
+        line = ctx.line(report.node)
+        codes = silenced.get(line, frozenset())
+        by_noqa = line in silenced and (codes is None or rule.code in codes)
+        raw.append(_RawReport(rule, report, context, by_noqa))
+    raw.sort(key=lambda r: (ctx.position(r.report.node).start.line, ctx.position(r.report.node).start.column, r.rule.code))
+    return ctx, raw
+
+
+def _finding(path: str, ctx: RuleContext, raw: _RawReport) -> Finding:
+    pos = ctx.position(raw.report.node)
+    fix = raw.report.fix
+    return Finding(
+        path=path,
+        line=pos.start.line,
+        col=pos.start.column + 1,
+        end_line=pos.end.line,
+        end_col=pos.end.column + 1,
+        code=raw.rule.code,
+        name=raw.rule.name,
+        message=raw.report.message,
+        fix_safety=raw.report.safety,
+        fix_title=fix.title if fix else None,
+        context=raw.context,
+    )
+
+
+def check_source(
+    source: str,
+    path: str = "<string>",
+    *,
+    select: Sequence[str] = (),
+    ignore: Sequence[str] = (),
+    keep_silenced: bool = False,
+) -> list[Finding]:
+    """Findings for ``source``, in line order. Raises :class:`SourceSyntaxError`.
+
+    ``keep_silenced`` also returns findings in no-grad and similar contexts,
+    with ``Finding.context`` set (for reports on how much context removes).
+    """
+    if not could_have_findings(source):
+        _syntax_check_only(source)
+        return []
+    module = parse(source)
+    rules = select_rules(select, ignore)
+    if not rules:
+        return []
+    ctx, raw = _analyze(module, rules, source)
+    findings = []
+    for item in raw:
+        if item.suppressed_by_noqa:
+            continue
+        if item.context is not None and not keep_silenced:
+            continue
+        findings.append(_finding(path, ctx, item))
+    return findings
+
+
+# --- applying fixes ------------------------------------------------------------
+
+
+class _EditApplier(cst.CSTTransformer):
+    def __init__(self, edits: Iterable) -> None:
+        super().__init__()
+        self._replace: dict[int, cst.CSTNode] = {}
+        self._insert: dict[int, list[cst.BaseSmallStatement]] = {}
+        self._remove: set[int] = set()
+        for edit in edits:
+            if isinstance(edit, ReplaceNode):
+                self._replace[id(edit.original)] = edit.replacement
+            elif isinstance(edit, InsertBefore):
+                self._insert.setdefault(id(edit.anchor), []).extend(edit.statements)
+            elif isinstance(edit, RemoveStatement):
+                self._remove.add(id(edit.anchor))
+
+    def on_leave(self, original: cst.CSTNode, updated: cst.CSTNode):  # type: ignore[override]
+        updated = super().on_leave(original, updated)
+        if id(original) in self._replace:
+            updated = self._replace[id(original)]
+        if isinstance(original, cst.BaseCompoundStatement) and id(original) in self._insert:
+            return self._insert_before_compound(original, updated)  # type: ignore[arg-type]
+        return updated
+
+    def _insert_before_compound(self, original: cst.BaseCompoundStatement, updated: cst.BaseCompoundStatement):
+        new_lines = [cst.SimpleStatementLine(body=[stmt]) for stmt in self._insert[id(original)]]
+        new_lines[0] = new_lines[0].with_changes(leading_lines=updated.leading_lines)
+        return cst.FlattenSentinel([*new_lines, updated.with_changes(leading_lines=())])
+
+    def _new_body(self, original_body: Sequence[cst.BaseSmallStatement], updated_body: Sequence[cst.BaseSmallStatement]):
+        body: list[cst.BaseSmallStatement] = []
+        for original, updated in zip(original_body, updated_body):
+            body.extend(self._insert.get(id(original), ()))
+            if id(original) not in self._remove:
+                body.append(updated)
+        # libcst puts semicolons between statements on one line; keep explicit ones only at the end.
+        fixed = [s.with_changes(semicolon=cst.MaybeSentinel.DEFAULT) for s in body[:-1]]
+        return fixed + body[-1:]
+
+    def leave_SimpleStatementLine(self, original: cst.SimpleStatementLine, updated: cst.SimpleStatementLine):
+        if not any(id(s) in self._insert or id(s) in self._remove for s in original.body):
+            return updated
+        body = self._new_body(original.body, updated.body)
+        if not body:
+            return cst.RemovalSentinel.REMOVE
+        if len(original.body) == 1 and len(body) > 1:
+            lines = [cst.SimpleStatementLine(body=[stmt]) for stmt in body[:-1]]
+            lines[0] = lines[0].with_changes(leading_lines=updated.leading_lines)
+            last = updated.with_changes(body=[body[-1]], leading_lines=() if lines else updated.leading_lines)
+            return cst.FlattenSentinel([*lines, last])
+        return updated.with_changes(body=body)
+
+    def leave_SimpleStatementSuite(self, original: cst.SimpleStatementSuite, updated: cst.SimpleStatementSuite):
+        if not any(id(s) in self._insert or id(s) in self._remove for s in original.body):
+            return updated
+        body = self._new_body(original.body, updated.body)
+        return updated.with_changes(body=body or [cst.Pass()])
+
+
+def _apply(module: cst.Module, fixes: Sequence[Fix]) -> cst.Module:
+    edits = [edit for fix in fixes for edit in fix.edits]
+    return module.visit(_EditApplier(edits))
+
+
+def _choose_fixes(raw: Sequence[_RawReport], ctx: RuleContext, unsafe_fixes: bool) -> list[_RawReport]:
+    """At most one fix per statement, and none in a statement nested in a chosen one."""
+    chosen: list[_RawReport] = []
+    taken: list[cst.CSTNode] = []
+    for item in raw:
+        report = item.report
+        if item.suppressed_by_noqa or item.context is not None or report.fix is None:
+            continue
+        if report.fix.safety is FixSafety.UNSAFE and not unsafe_fixes:
+            continue
+        if report.fix.safety is FixSafety.DISPLAY_ONLY:
+            continue
+        statement = report.statement or ctx.statement_of(report.node)
+        if any(_related(statement, other, ctx) for other in taken):
+            continue
+        taken.append(statement)
+        chosen.append(item)
+    return chosen
+
+
+def _related(a: cst.CSTNode, b: cst.CSTNode, ctx: RuleContext) -> bool:
+    if a is b:
+        return True
+    for inner, outer in ((a, b), (b, a)):
+        current = ctx.parent(inner)
+        while current is not None:
+            if current is outer:
+                # A compound statement only conflicts through its header, not its body.
+                return not isinstance(outer, cst.BaseCompoundStatement) or _in_header(inner, outer, ctx)
+            current = ctx.parent(current)
+    return False
+
+
+def _in_header(node: cst.CSTNode, compound: cst.CSTNode, ctx: RuleContext) -> bool:
+    body = getattr(compound, "body", None)
+    current = node
+    while current is not None and current is not compound:
+        if current is body or isinstance(current, (cst.Else, cst.IndentedBlock)):
+            return False
+        current = ctx.parent(current)
+    return True
+
+
+def fix_source(
+    source: str,
+    path: str = "<string>",
+    *,
+    select: Sequence[str] = (),
+    ignore: Sequence[str] = (),
+    unsafe_fixes: bool = False,
+) -> FixResult:
+    """Apply fixes until none is left to apply. Raises :class:`SourceSyntaxError`.
+
+    A fix whose output does not parse is dropped and named in ``errors``; the
+    rest still apply. The result never contains code that fails to parse.
+    """
+    if not could_have_findings(source):
+        _syntax_check_only(source)
+        return FixResult(source=source)
+    rules = select_rules(select, ignore)
+    module = parse(source)
+    result = FixResult(source=source)
+    broken: set[tuple[str, int, int]] = set()  # (rule, line, col) of fixes that broke the code
+    for _ in range(MAX_FIX_PASSES):
+        ctx, raw = _analyze(module, rules, module.code)
+        candidates = [
+            item for item in _choose_fixes(raw, ctx, unsafe_fixes) if _key(item, ctx) not in broken
+        ]
+        if not candidates:
+            break
+        new_module = _apply(module, [c.report.fix for c in candidates])  # type: ignore[misc]
+        new_code = new_module.code
+        try:
+            new_module = cst.parse_module(new_code)
+        except cst.ParserSyntaxError:
+            # Find the fixes that break parsing, one at a time, and leave them out.
+            good = []
+            for item in candidates:
+                trial = _apply(module, [item.report.fix]).code  # type: ignore[list-item]
+                try:
+                    cst.parse_module(trial)
+                    good.append(item)
+                except cst.ParserSyntaxError:
+                    broken.add(_key(item, ctx))
+                    result.errors.append(
+                        f"{path}:{ctx.line(item.report.node)}: {item.rule.code} fix produced invalid code; not applied"
+                    )
+            if not good:
+                continue
+            candidates = good
+            new_module = cst.parse_module(_apply(module, [c.report.fix for c in candidates]).code)  # type: ignore[misc]
+        if new_module.code == module.code:
+            break
+        for item in candidates:
+            result.applied[item.rule.code] = result.applied.get(item.rule.code, 0) + 1
+        module = new_module
+    result.source = module.code
+    result.remaining = check_source(result.source, path, select=select, ignore=ignore)
+    return result
+
+
+def _key(item: _RawReport, ctx: RuleContext) -> tuple[str, int, int]:
+    pos = ctx.position(item.report.node).start
+    return (item.rule.code, pos.line, pos.column)

@@ -1,0 +1,147 @@
+"""Small builders shared by rules: the nodes of an out-of-place rewrite."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import libcst as cst
+
+from .context import RuleContext
+from .model import FixSafety
+from .tensors import TensorKind
+
+# Expressions that need parentheses as the right operand of a binary operator.
+_LOOSE_BINDING = (
+    cst.BinaryOperation, cst.BooleanOperation, cst.Comparison, cst.IfExp, cst.Lambda,
+    cst.NamedExpr, cst.UnaryOperation, cst.Yield, cst.Await,
+)
+
+AUGMENTED_TO_BINARY: dict[type, type] = {
+    cst.AddAssign: cst.Add,
+    cst.SubtractAssign: cst.Subtract,
+    cst.MultiplyAssign: cst.Multiply,
+    cst.DivideAssign: cst.Divide,
+    cst.FloorDivideAssign: cst.FloorDivide,
+    cst.ModuloAssign: cst.Modulo,
+    cst.PowerAssign: cst.Power,
+    cst.MatrixMultiplyAssign: cst.MatrixMultiply,
+    cst.LeftShiftAssign: cst.LeftShift,
+    cst.RightShiftAssign: cst.RightShift,
+    cst.BitAndAssign: cst.BitAnd,
+    cst.BitOrAssign: cst.BitOr,
+    cst.BitXorAssign: cst.BitXor,
+}
+
+
+def strip_position(node: cst.CSTNode) -> cst.CSTNode:
+    """A structural copy: reusing a parsed node twice in one tree confuses identity-based edits."""
+    return node.deep_clone()
+
+
+def parenthesized(expr: cst.BaseExpression) -> cst.BaseExpression:
+    if isinstance(expr, _LOOSE_BINDING) and not expr.lpar:
+        return expr.with_changes(lpar=[cst.LeftParen()], rpar=[cst.RightParen()])
+    return expr
+
+
+def assign(target: cst.BaseAssignTargetExpression, value: cst.BaseExpression) -> cst.Assign:
+    return cst.Assign(targets=[cst.AssignTarget(target=strip_position(target))], value=value)
+
+
+def clone_of(expr: cst.BaseExpression) -> cst.Call:
+    """``expr.clone()``"""
+    return method_call(expr, "clone", ())
+
+
+def method_call(receiver: cst.BaseExpression, method: str, args) -> cst.Call:
+    receiver = strip_position(receiver)
+    if isinstance(receiver, _LOOSE_BINDING) and not receiver.lpar:
+        receiver = receiver.with_changes(lpar=[cst.LeftParen()], rpar=[cst.RightParen()])
+    return cst.Call(func=cst.Attribute(value=receiver, attr=cst.Name(method)), args=list(args))
+
+
+def subscript_root(expr: cst.BaseExpression) -> Optional[cst.BaseExpression]:
+    """``x`` for ``x[i][j]``; ``self.buf`` for ``self.buf[i]``; None for ``f()[i]``."""
+    node = expr
+    while isinstance(node, cst.Subscript):
+        node = node.value
+    if is_assignable(node):
+        return node
+    return None
+
+
+def is_assignable(expr: cst.BaseExpression) -> bool:
+    """A plain name or a chain of attributes on a name (``self.h``), without calls."""
+    node = expr
+    while isinstance(node, cst.Attribute):
+        node = node.value
+    return isinstance(node, cst.Name)
+
+
+def touches_data(expr: cst.BaseExpression) -> bool:
+    """``x.data``, ``x.data[i]``, ``x.data.t()``: GF103's domain, not the generic rules'."""
+    node: cst.CSTNode = expr
+    while True:
+        if isinstance(node, cst.Attribute):
+            if node.attr.value == "data":
+                return True
+            node = node.value
+        elif isinstance(node, cst.Subscript):
+            node = node.value
+        elif isinstance(node, cst.Call) and isinstance(node.func, cst.Attribute):
+            node = node.func.value
+        else:
+            return False
+
+
+def rebinding_safety(
+    ctx: RuleContext, target: cst.BaseExpression, site: cst.CSTNode, kind: TensorKind
+) -> tuple[FixSafety, str]:
+    """Safety of replacing an in-place write on ``target`` by rebinding it, and why."""
+    verdict = ctx.rebinding(target, site)
+    if not verdict.safe:
+        return FixSafety.UNSAFE, verdict.reason
+    if kind is not TensorKind.TENSOR:
+        return FixSafety.UNSAFE, "gradfix could not tell that the target is a tensor"
+    return FixSafety.SAFE, ""
+
+
+def previous_statement_clones(ctx: RuleContext, statement: cst.CSTNode, root: cst.BaseExpression) -> bool:
+    """True when the statement just before ``statement`` is ``root = root.clone()``.
+
+    That clone is gradfix's own rewrite (or the author's): in-place writes on a
+    fresh clone are legal under autograd, so the rule must not fire again.
+    """
+    line = ctx.parent(statement)
+    if isinstance(line, cst.SimpleStatementLine):
+        body = line.body
+        index = next(i for i, s in enumerate(body) if s is statement)
+        if index > 0:
+            return _is_self_clone(body[index - 1], root)
+        block = ctx.parent(line)
+        siblings = getattr(block, "body", None)
+        if not isinstance(siblings, (list, tuple)):
+            return False
+        position = next((i for i, s in enumerate(siblings) if s is line), 0)
+        if position == 0:
+            return False
+        previous = siblings[position - 1]
+        return isinstance(previous, cst.SimpleStatementLine) and _is_self_clone(previous.body[-1], root)
+    if isinstance(line, cst.SimpleStatementSuite):
+        index = next(i for i, s in enumerate(line.body) if s is statement)
+        return index > 0 and _is_self_clone(line.body[index - 1], root)
+    return False
+
+
+def _is_self_clone(statement: cst.BaseSmallStatement, root: cst.BaseExpression) -> bool:
+    if not isinstance(statement, cst.Assign) or len(statement.targets) != 1:
+        return False
+    target = statement.targets[0].target
+    value = statement.value
+    return (
+        target.deep_equals(root)
+        and isinstance(value, cst.Call)
+        and isinstance(value.func, cst.Attribute)
+        and value.func.attr.value == "clone"
+        and value.func.value.deep_equals(root)
+    )
