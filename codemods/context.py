@@ -16,6 +16,7 @@ from libcst.metadata import (
     ParentNodeProvider,
     PositionProvider,
     QualifiedNameProvider,
+    QualifiedNameSource,
     Scope,
     ScopeProvider,
 )
@@ -50,6 +51,7 @@ class RuleContext:
         self._scopes = resolved[ScopeProvider]
         self._parents = resolved[ParentNodeProvider]
         self._module_attributes: dict[int, set[str]] = {}
+        self._torch_name: Optional[str] = None
         self.tensors = TensorInference(
             self.qualified_names, self.scope, self.parent, self._module_attribute_names
         )
@@ -79,6 +81,24 @@ class RuleContext:
             value = value()  # libcst computes qualified names lazily
             self._qualified[node] = value
         return [q.name for q in value]
+
+    def imported_names(self, node: cst.CSTNode) -> list[str]:
+        """Qualified names of ``node`` that come from an import (``nn.init.normal_``)."""
+        self.qualified_names(node)  # resolve the lazy value
+        return [q.name for q in self._qualified.get(node, ()) if q.source is QualifiedNameSource.IMPORT]
+
+    def torch_module_name(self) -> Optional[str]:
+        """The name this module binds to ``torch`` at top level (``torch``, or ``T`` for ``import torch as T``)."""
+        if self._torch_name is None:
+            self._torch_name = ""
+            for statement in self.module.body:
+                if isinstance(statement, cst.SimpleStatementLine):
+                    for small in statement.body:
+                        if isinstance(small, cst.Import):
+                            for alias in small.names:
+                                if self.code(alias.name) == "torch":
+                                    self._torch_name = alias.evaluated_alias or "torch"
+        return self._torch_name or None
 
     def code(self, node: cst.CSTNode) -> str:
         return self.module.code_for_node(node)

@@ -14,11 +14,14 @@ from dataclasses import dataclass
 from typing import Iterable, Optional, Sequence
 
 import libcst as cst
+from libcst.codemod import CodemodContext
+from libcst.codemod.visitors import AddImportsVisitor
 
 from .context import RuleContext
 from .grad_context import enclosing_grad_context, is_grad_buffer
 from .model import (
     Finding,
+    EnsureImport,
     Fix,
     FixResult,
     FixSafety,
@@ -261,7 +264,14 @@ class _EditApplier(cst.CSTTransformer):
 
 def _apply(module: cst.Module, fixes: Sequence[Fix]) -> cst.Module:
     edits = [edit for fix in fixes for edit in fix.edits]
-    return module.visit(_EditApplier(edits))
+    module = module.visit(_EditApplier(edits))
+    imports = sorted({edit.module for edit in edits if isinstance(edit, EnsureImport)})
+    if imports:
+        context = CodemodContext()
+        for name in imports:
+            AddImportsVisitor.add_needed_import(context, name)
+        module = AddImportsVisitor(context).transform_module(module)
+    return module
 
 
 def _choose_fixes(raw: Sequence[_RawReport], ctx: RuleContext, unsafe_fixes: bool) -> list[_RawReport]:

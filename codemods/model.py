@@ -85,7 +85,14 @@ class RemoveStatement:
     anchor: cst.BaseSmallStatement
 
 
-Edit = ReplaceNode | InsertBefore | RemoveStatement
+@dataclass(frozen=True)
+class EnsureImport:
+    """``import <module>`` at the top of the file unless it is already there."""
+
+    module: str
+
+
+Edit = ReplaceNode | InsertBefore | RemoveStatement | EnsureImport
 
 
 @dataclass(frozen=True)

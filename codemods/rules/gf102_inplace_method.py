@@ -2,20 +2,319 @@
 
 from __future__ import annotations
 
-from typing import Iterator
+from dataclasses import dataclass
+from typing import Iterator, Optional, Sequence
 
 import libcst as cst
 
+from ..aliasing import ALIASING_METHODS
 from ..context import RuleContext
-from ..model import Report
+from ..model import EnsureImport, Example, Fix, FixSafety, InsertBefore, Report, ReplaceNode
+from ..optable import INPLACE_METHODS
+from ..rewrite import (
+    assign,
+    clone_of,
+    is_assignable,
+    method_call,
+    previous_statement_clones,
+    rebinding_safety,
+    strip_position,
+    touches_data,
+)
 from ..rule import Rule
+from ..tensors import TensorKind
+
+# torch functions whose result is a fresh tensor with no autograd history
+# (unless asked for with requires_grad=True): writing into it is always legal.
+FRESH_FACTORIES = frozenset(
+    {"empty", "empty_like", "zeros", "zeros_like", "ones", "ones_like", "full", "full_like",
+     "rand", "rand_like", "randn", "randn_like", "randint", "randint_like", "randperm", "arange",
+     "linspace", "logspace", "eye", "tensor", "as_tensor", "from_numpy", "empty_strided",
+     "new_empty", "new_zeros", "new_ones", "new_full", "new_tensor", "clone"}
+)
+
+
+@dataclass
+class _Chain:
+    """``root.m1_(a).m2_(b)``: the in-place links from the innermost out."""
+
+    root: cst.BaseExpression
+    links: list[cst.Call]
+
+
+def _inplace_name(call: cst.CSTNode) -> Optional[str]:
+    if isinstance(call, cst.Call) and isinstance(call.func, cst.Attribute):
+        name = call.func.attr.value
+        if name in INPLACE_METHODS:
+            return name
+    return None
+
+
+def _chain_of(call: cst.Call) -> _Chain:
+    links = [call]
+    receiver = call.func.value  # type: ignore[union-attr]
+    while _inplace_name(receiver) is not None:
+        links.append(receiver)  # type: ignore[arg-type]
+        receiver = receiver.func.value  # type: ignore[union-attr]
+    links.reverse()
+    return _Chain(receiver, links)
 
 
 class InplaceMethod(Rule):
     code = "GF102"
     name = "inplace-tensor-method"
-    why = "placeholder"
+    why = "`x.add_(y)` and other `*_` methods overwrite a tensor that autograd may need, or a leaf that requires grad."
+    explanation = (
+        "Tensor methods ending in `_` write their result into the tensor itself. On a leaf that requires grad "
+        "torch raises `a leaf Variable that requires grad is being used in an in-place operation` at once; on a "
+        "tensor that an earlier operation saved for backward (the output of `sigmoid`, `exp`, `tanh`, `softmax`, "
+        "or an input of `mul`, `matmul`, ...) `backward()` raises `one of the variables needed for gradient "
+        "computation has been modified by an inplace operation`. The out-of-place twin (`x = x.add(y)`) computes "
+        "the same values into a new tensor.\n\n"
+        "The list of in-place methods and their twins is generated from torch's operator registry "
+        "(`python -m gradfix.codemods.optable`). Methods without a twin are rewritten explicitly: `zero_()` "
+        "becomes `torch.zeros_like(x)`, `fill_(v)` becomes `torch.full_like(x, v)`, `copy_(src)`, `normal_()` "
+        "and the other fills write into a fresh `torch.empty_like(x)`, and `fill_diagonal_` into a clone. "
+        "In-place comparisons (`x.gt_(0)`) keep the tensor's dtype, so their rewrite casts back "
+        "(`x = x.gt(0).to(x.dtype)`). When the call is part of a larger expression (`y = x.add_(1)`, "
+        "`return x.mul_(2)`, `f(x.relu_())`) the rewrite is hoisted into a statement before it; where Python "
+        "gives no such place (a lambda, a comprehension, a conditional expression, the right side of `and`), "
+        "the finding is display-only."
+    )
+    not_flagged = (
+        "Methods that change autograd metadata only (`requires_grad_`, `detach_`); writes into a fresh "
+        "factory result (`torch.zeros(3).fill_(1)`); module functions such as `nn.init.normal_` (GF107); "
+        "no-grad blocks, initializers, optimizer steps, `autograd.Function` methods, `.grad` buffers and "
+        "`.data` targets (GF103)."
+    )
     node_types = (cst.Call,)
+    examples = (
+        Example(
+            before="import torch\ndef f(a):\n    y = torch.sigmoid(a)\n    y.mul_(2)\n    return y\n",
+            after="import torch\ndef f(a):\n    y = torch.sigmoid(a)\n    y = y.mul(2)\n    return y\n",
+        ),
+        Example(
+            before="import torch\ndef f(a):\n    y = torch.exp(a)\n    return y.add_(1)\n",
+            after="import torch\ndef f(a):\n    y = torch.exp(a)\n    y = y.add(1)\n    return y\n",
+        ),
+        Example(
+            before="import torch\ndef f(a):\n    y = torch.tanh(a)\n    y.mul_(2).add_(1)\n    return y\n",
+            after="import torch\ndef f(a):\n    y = torch.tanh(a)\n    y = y.mul(2).add(1)\n    return y\n",
+        ),
+        Example(
+            before="import torch\ndef f(a):\n    return torch.sigmoid(a).mul_(2)\n",
+            after="import torch\ndef f(a):\n    return torch.sigmoid(a).mul(2)\n",
+        ),
+        Example(
+            before="import torch\ndef f(a):\n    y = a * 2\n    g = lambda: y.add_(1)\n    return g\n",
+            after=None,
+        ),
+        Example(before="import torch\ndef f(p):\n    p.grad.zero_()\n    p.requires_grad_(True)\n", findings=0),
+        Example(before="import torch\nfrom torch import nn\ndef init(w):\n    nn.init.normal_(w)\n    return torch.zeros(3).fill_(1)\n", findings=0),
+    )
 
     def check(self, node: cst.CSTNode, ctx: RuleContext) -> Iterator[Report]:
-        return iter(())
+        assert isinstance(node, cst.Call)
+        method = _inplace_name(node)
+        if method is None:
+            return
+        if is_assignable(node.func) and ctx.imported_names(node.func):
+            return  # torch.relu_(x), nn.init.normal_(w): module functions, not tensor methods
+        parent = ctx.parent(node)
+        if isinstance(parent, cst.Attribute) and _inplace_name(ctx.parent(parent)) is not None:
+            return  # an inner link of a chain: reported with the outermost call
+        chain = _chain_of(node)
+        root = chain.root
+        if touches_data(root) or self._is_fresh(root, ctx):
+            return
+        kind = ctx.tensor_kind(root)
+        if kind is TensorKind.NOT_TENSOR:
+            return
+        methods = ", ".join(f"`{_inplace_name(link)}`" for link in chain.links)
+        subject = ctx.code(root)
+        if len(subject) > 40:
+            subject = subject[:37] + "..."
+        message = f"in-place {methods} on `{subject}`: breaks autograd if it is a leaf that requires grad or was saved for backward"
+        if is_assignable(root):
+            report = self._rebind(node, chain, kind, message, ctx)
+        elif isinstance(root, cst.Subscript):
+            report = self._clone_first(node, chain, kind, message, ctx)
+        else:
+            report = self._temporary(node, chain, kind, message, ctx)
+        if report is not None:
+            yield report
+
+    # -- the three shapes of receiver ----------------------------------------------
+
+    def _rebind(self, node: cst.Call, chain: _Chain, kind: TensorKind, message: str, ctx: RuleContext) -> Report:
+        """``x.add_(1)`` becomes ``x = x.add(1)``, hoisted before the statement if need be."""
+        root = chain.root
+        new_value, imports, problem = self._out_of_place(chain, ctx)
+        if new_value is None:
+            return Report(node, f"{message}; {problem}", target=root)
+        name = ctx.code(root)
+        title = f"Rewrite as `{name} = {ctx.code(new_value) if len(ctx.code(new_value)) < 50 else '...'}`"
+        statement = ctx.parent(node)
+        safety, reason = rebinding_safety(ctx, root, node, kind)
+        if isinstance(statement, cst.Expr):
+            edits = (ReplaceNode(statement, assign(root, new_value)),)
+            anchor = statement
+        else:
+            site = ctx.hoist_site(node)
+            if site.anchor is None:
+                return Report(node, f"{message}; no automatic fix {site.reason}: compute it out of place in a statement before", target=root)
+            if safety is FixSafety.SAFE and self._reads_before(node, site.anchor, root, ctx):
+                safety, reason = FixSafety.UNSAFE, "the statement reads the tensor before the in-place call"
+            edits = (InsertBefore(site.anchor, (assign(root, new_value),)), ReplaceNode(node, strip_position(root)))
+            anchor = site.anchor
+        edits += tuple(EnsureImport(module) for module in imports)
+        if reason:
+            message += f" (fix is unsafe: {reason})"
+        return Report(node, message, Fix(title, edits, safety), statement=anchor, target=root)
+
+    def _clone_first(self, node: cst.Call, chain: _Chain, kind: TensorKind, message: str, ctx: RuleContext) -> Optional[Report]:
+        """``x[0].mul_(2)`` writes through a view: clone ``x`` first, as GF101 does."""
+        view = chain.root
+        base = view
+        while isinstance(base, cst.Subscript):
+            base = base.value
+        if not is_assignable(base):
+            return Report(node, f"{message}; clone the tensor before writing into it", target=view)
+        site = ctx.hoist_site(node)
+        if site.anchor is None:
+            return Report(node, f"{message}; no automatic fix {site.reason}", target=view)
+        if previous_statement_clones(ctx, site.anchor, base):
+            return None  # already writing into a fresh clone
+        base_kind = ctx.tensor_kind(base)
+        safety, reason = rebinding_safety(ctx, base, node, base_kind)
+        if reason:
+            message += f" (fix is unsafe: {reason})"
+        title = f"Clone `{ctx.code(base)}` before writing into it"
+        edit = InsertBefore(site.anchor, (assign(base, clone_of(base)),))
+        return Report(node, message, Fix(title, (edit,), safety), statement=site.anchor, target=view)
+
+    def _temporary(self, node: cst.Call, chain: _Chain, kind: TensorKind, message: str, ctx: RuleContext) -> Report:
+        """``torch.sigmoid(a).mul_(2)``: nothing else names the tensor, use the twin in place."""
+        statement = ctx.parent(node)
+        if isinstance(statement, cst.Expr):
+            return Report(node, f"{message}; the result is discarded, so the call only matters through a view it writes into", target=chain.root)
+        if any(INPLACE_METHODS[_inplace_name(link)]["keeps_dtype"] for link in chain.links):  # type: ignore[index]
+            return Report(node, f"{message}; compute it out of place and cast back to the original dtype", target=chain.root)
+        new_value, imports, problem = self._out_of_place(chain, ctx)
+        if new_value is None:
+            return Report(node, f"{message}; {problem}", target=chain.root)
+        safety = FixSafety.SAFE
+        reason = ""
+        if kind is not TensorKind.TENSOR:
+            safety, reason = FixSafety.UNSAFE, "gradfix could not tell that the receiver is a tensor"
+        elif self._may_alias(chain.root, ctx):
+            safety, reason = FixSafety.UNSAFE, "the receiver may be a view of another tensor, which is no longer modified"
+        if reason:
+            message += f" (fix is unsafe: {reason})"
+        edits = (ReplaceNode(node, new_value),) + tuple(EnsureImport(m) for m in imports)
+        title = "Use the out-of-place " + ", ".join(f"`{_inplace_name(link)[:-1]}`" for link in chain.links)  # type: ignore[index]
+        return Report(node, message, Fix(title, edits, safety), target=chain.root)
+
+    # -- helpers -----------------------------------------------------------------
+
+    def _out_of_place(self, chain: _Chain, ctx: RuleContext) -> tuple[Optional[cst.BaseExpression], tuple[str, ...], str]:
+        """The chain rewritten without in-place calls, the imports it needs, or why there is none."""
+        value: cst.BaseExpression = strip_position(chain.root)
+        imports: set[str] = set()
+        for link in chain.links:
+            method = _inplace_name(link)
+            entry = INPLACE_METHODS[method]  # type: ignore[index]
+            args = [strip_position(arg) for arg in link.args]
+            kind = entry["rewrite"]
+            if kind == "twin":
+                value = method_call(value, entry["out_of_place"], args)
+                if entry["keeps_dtype"]:
+                    dtype = cst.Attribute(value=strip_position(chain.root), attr=cst.Name("dtype"))
+                    value = method_call(value, "to", [cst.Arg(dtype)])
+            elif kind == "overwrite":
+                torch_name = ctx.torch_module_name()
+                if torch_name is None:
+                    torch_name = "torch"
+                    imports.add("torch")
+                value = self._overwrite(value, method, args, torch_name, ctx)  # type: ignore[arg-type]
+            elif kind == "clone":
+                value = method_call(clone_of(value), method, args)  # type: ignore[arg-type]
+            else:
+                return None, (), f"`{method}` changes the tensor's storage or size and has no out-of-place form"
+        return value, tuple(sorted(imports)), ""
+
+    def _overwrite(self, value: cst.BaseExpression, method: str, args: Sequence[cst.Arg], torch_name: str, ctx: RuleContext) -> cst.BaseExpression:
+        def torch_call(function: str, call_args: Sequence[cst.Arg]) -> cst.Call:
+            return cst.Call(func=cst.Attribute(value=cst.Name(torch_name), attr=cst.Name(function)), args=list(call_args))
+
+        like = cst.Arg(value)
+        if method == "zero_":
+            return torch_call("zeros_like", [like])
+        if method == "fill_" and len(args) == 1 and args[0].keyword is None:
+            if ctx.tensor_kind(args[0].value) is TensorKind.NOT_TENSOR:
+                return torch_call("full_like", [like, args[0].with_changes(comma=cst.MaybeSentinel.DEFAULT)])
+        # Random fills and copy_: the same call on a fresh buffer of the same shape, dtype and device.
+        return method_call(torch_call("empty_like", [like]), method, args)
+
+    def _is_fresh(self, expr: cst.BaseExpression, ctx: RuleContext) -> bool:
+        """A factory call without requires_grad=True: writing into it is always legal."""
+        if not isinstance(expr, cst.Call):
+            return False
+        func = expr.func
+        names = list(ctx.qualified_names(func))
+        last = func.attr.value if isinstance(func, cst.Attribute) else getattr(func, "value", "")
+        is_factory = any(n.startswith("torch.") and n.rsplit(".", 1)[-1] in FRESH_FACTORIES for n in names)
+        is_method_factory = isinstance(func, cst.Attribute) and last in FRESH_FACTORIES and last.startswith(("new_", "clone"))
+        if not (is_factory or is_method_factory):
+            return False
+        for arg in expr.args:
+            if arg.keyword is not None and arg.keyword.value == "requires_grad":
+                return isinstance(arg.value, cst.Name) and arg.value.value == "False"
+        return True
+
+    def _may_alias(self, expr: cst.BaseExpression, ctx: RuleContext) -> bool:
+        if isinstance(expr, cst.Call):
+            func = expr.func
+            if isinstance(func, cst.Attribute) and not ctx.imported_names(func):
+                return func.attr.value in ALIASING_METHODS or func.attr.value not in INPLACE_METHODS and ctx.tensor_kind(expr) is not TensorKind.TENSOR
+            names = [n.rsplit(".", 1)[-1] for n in ctx.qualified_names(func)]
+            return not names or any(n in ALIASING_METHODS for n in names)
+        return not isinstance(expr, (cst.BinaryOperation, cst.UnaryOperation))
+
+    def _reads_before(self, node: cst.Call, anchor: cst.CSTNode, root: cst.BaseExpression, ctx: RuleContext) -> bool:
+        """Does the statement evaluate something before ``node`` that could see the change?"""
+        start = ctx.start(node)
+        root_code = ctx.code(root)
+        found = False
+
+        class Finder(cst.CSTVisitor):
+            def on_visit(self, other: cst.CSTNode) -> bool:
+                nonlocal found
+                if other is node or found:
+                    return False
+                if isinstance(other, (cst.Name, cst.Attribute)) and ctx.code(other) == root_code:
+                    if ctx.start(other) < start:
+                        found = True
+                if isinstance(other, cst.Call) and ctx.start(other) < start and not _contains(other, node, ctx):
+                    found = True
+                return True
+
+        if isinstance(anchor, cst.If):
+            evaluated_first: cst.CSTNode = anchor.test
+        elif isinstance(anchor, cst.For):
+            evaluated_first = anchor.iter
+        elif isinstance(anchor, (cst.Assign, cst.AnnAssign)) and anchor.value is not None:
+            evaluated_first = anchor.value  # targets are assigned after the value is computed
+        else:
+            evaluated_first = anchor
+        evaluated_first.visit(Finder())
+        return found
+
+
+def _contains(outer: cst.CSTNode, inner: cst.CSTNode, ctx: RuleContext) -> bool:
+    current: Optional[cst.CSTNode] = inner
+    while current is not None:
+        if current is outer:
+            return True
+        current = ctx.parent(current)
+    return False
