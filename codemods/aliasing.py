@@ -38,6 +38,21 @@ VALUE_BUILTINS = frozenset(
      "format", "round", "abs"}
 )
 LOOPS = (cst.For, cst.While)
+# torch.nn modules whose output can be their input itself, or a view of it.
+MODULES_RETURNING_INPUT = frozenset(
+    {"Identity", "Flatten", "Unflatten", "Dropout", "Dropout1d", "Dropout2d", "Dropout3d",
+     "AlphaDropout", "FeatureAlphaDropout", "Sequential", "ModuleList", "ModuleDict"}
+)
+_OWN_UPDATE = object()
+
+
+def module_may_return_input(constructor: cst.Call, qualified_names: Callable[[cst.CSTNode], Iterable[str]]) -> bool:
+    """``nn.Identity()``, ``nn.Dropout()`` (identity in eval mode), any ``inplace=True`` module."""
+    for arg in constructor.args:
+        if arg.keyword is not None and arg.keyword.value == "inplace":
+            if not (isinstance(arg.value, cst.Name) and arg.value.value == "False"):
+                return True
+    return any(name.rsplit(".", 1)[-1] in MODULES_RETURNING_INPUT for name in qualified_names(constructor.func))
 
 
 @dataclass(frozen=True)
@@ -53,7 +68,9 @@ class AliasAnalysis:
         parent_of: Callable[[cst.CSTNode], Optional[cst.CSTNode]],
         qualified_names: Callable[[cst.CSTNode], Iterable[str]],
         start_of: Callable[[cst.CSTNode], tuple[int, int]],
+        module_constructor: Callable[[cst.BaseExpression], Optional[cst.Call]],
     ) -> None:
+        self._module_constructor = module_constructor
         self._scope_of = scope_of
         self._parent_of = parent_of
         self._qualified_names = qualified_names
@@ -77,6 +94,13 @@ class AliasAnalysis:
         for assignment in assignments:
             if isinstance(assignment.node, cst.Param):
                 return RebindVerdict(False, f"`{name}` is a parameter: the caller's tensor is mutated today")
+        for assignment in assignments:
+            value = self._bound_value(assignment.node)
+            if value is _OWN_UPDATE:
+                continue
+            if value is None or not self._is_fresh(value):
+                line = self._start_of(assignment.node)[0]
+                return RebindVerdict(False, f"`{name}` is bound on line {line} to a value other code may share")
         enclosing_loop = self._enclosing_loop(site, scope)
         site_start = self._start_of(site)
         for assignment in assignments:
@@ -97,6 +121,51 @@ class AliasAnalysis:
         return RebindVerdict(True)
 
     # -- helpers ---------------------------------------------------------------
+
+    def _bound_value(self, node: cst.CSTNode):
+        """The expression a binding stores, _OWN_UPDATE for ``x op= ...``, None if unknown."""
+        parent = self._parent_of(node)
+        if isinstance(parent, cst.AugAssign):
+            return _OWN_UPDATE
+        if isinstance(parent, cst.AssignTarget):
+            statement = self._parent_of(parent)
+            if isinstance(statement, cst.Assign):
+                return statement.value
+        if isinstance(parent, (cst.AnnAssign, cst.NamedExpr)):
+            return parent.value
+        if isinstance(parent, cst.Element):
+            # `h, c = lstm(x)`: the pieces of a fresh result are fresh.
+            container = self._parent_of(parent)
+            target = self._parent_of(container) if container is not None else None
+            if isinstance(target, cst.AssignTarget):
+                statement = self._parent_of(target)
+                if isinstance(statement, cst.Assign) and isinstance(statement.value, cst.Call):
+                    return statement.value
+        return None
+
+    def _is_fresh(self, value: cst.BaseExpression) -> bool:
+        """Does ``value`` build a new tensor that nothing else references?"""
+        if isinstance(value, (cst.BinaryOperation, cst.UnaryOperation, cst.Integer, cst.Float,
+                              cst.SimpleString, cst.List, cst.Tuple, cst.Dict, cst.Comparison)):
+            return True
+        if isinstance(value, cst.Name) and value.value in ("None", "True", "False"):
+            return True
+        if not isinstance(value, cst.Call):
+            return False
+        func = value.func
+        names = list(self._qualified_names(func))
+        imported = [n for n in names if n.startswith("torch.")]
+        if imported:
+            return not any(n.rsplit(".", 1)[-1] in ALIASING_METHODS for n in imported) and not any(
+                n.startswith("torch.nn.") and n.rsplit(".", 1)[-1][:1].isupper() for n in imported
+            )
+        constructor = self._module_constructor(func)
+        if constructor is not None:
+            return not module_may_return_input(constructor, self._qualified_names)
+        if isinstance(func, cst.Attribute):
+            method = func.attr.value
+            return method in TENSOR_METHODS and method not in ALIASING_METHODS and method not in INPLACE_METHODS
+        return False
 
     def _is_inside(self, node: cst.CSTNode, ancestor: cst.CSTNode) -> bool:
         current: Optional[cst.CSTNode] = node
@@ -138,6 +207,9 @@ class AliasAnalysis:
             func = call.func
             if isinstance(func, cst.Name) and func.value in VALUE_BUILTINS:
                 return True
+            constructor = self._module_constructor(func)
+            if constructor is not None:
+                return not module_may_return_input(constructor, self._qualified_names)
             for qualified in self._qualified_names(func):
                 last = qualified.rsplit(".", 1)[-1]
                 if qualified.startswith("torch.") and not qualified.startswith("torch.nn.") or qualified.startswith("torch.nn.functional."):

@@ -50,12 +50,12 @@ class RuleContext:
         self._qualified = dict(resolved[QualifiedNameProvider])
         self._scopes = resolved[ScopeProvider]
         self._parents = resolved[ParentNodeProvider]
-        self._module_attributes: dict[int, set[str]] = {}
+        self._module_attributes: dict[int, dict[str, cst.Call]] = {}
         self._torch_name: Optional[str] = None
         self.tensors = TensorInference(
-            self.qualified_names, self.scope, self.parent, self._module_attribute_names
+            self.qualified_names, self.scope, self.parent, self.module_constructor
         )
-        self.aliases = AliasAnalysis(self.scope, self.parent, self.qualified_names, self.start)
+        self.aliases = AliasAnalysis(self.scope, self.parent, self.qualified_names, self.start, self.module_constructor)
 
     # -- metadata ----------------------------------------------------------------
 
@@ -155,23 +155,52 @@ class RuleContext:
         parent = self.parent(node)
         return isinstance(parent, cst.If) and parent.orelse is node
 
-    def _module_attribute_names(self, node: cst.CSTNode) -> set[str]:
-        """Attributes ``self.X`` that the enclosing class assigns from a torch.nn constructor."""
+    def module_constructor(self, callee: cst.BaseExpression) -> Optional[cst.Call]:
+        """The ``torch.nn.X(...)`` call that built the module ``callee`` names, if known.
+
+        Handles a local name (``gru = nn.GRU(...)``) and ``self.X`` assigned in the class.
+        """
+        if isinstance(callee, cst.Attribute) and isinstance(callee.value, cst.Name) and callee.value.value == "self":
+            return self._class_modules(callee).get(callee.attr.value)
+        if isinstance(callee, cst.Name):
+            scope = self.scope(callee)
+            if scope is None:
+                return None
+            values = []
+            for assignment in scope[callee.value]:
+                node = getattr(assignment, "node", None)
+                target = self.parent(node) if node is not None else None
+                statement = self.parent(target) if isinstance(target, cst.AssignTarget) else None
+                if not isinstance(statement, cst.Assign):
+                    return None
+                values.append(statement.value)
+            if len(values) == 1 and self._is_module_constructor(values[0]):
+                return values[0]  # type: ignore[return-value]
+        return None
+
+    def _is_module_constructor(self, value: cst.BaseExpression) -> bool:
+        if not isinstance(value, cst.Call):
+            return False
+        for name in self.qualified_names(value.func):
+            last = name.rsplit(".", 1)[-1]
+            if name.startswith("torch.nn.") and last[:1].isupper() and last != "Parameter":
+                return True
+        return False
+
+    def _class_modules(self, node: cst.CSTNode) -> dict[str, cst.Call]:
         cls = self.parent(node)
         while cls is not None and not isinstance(cls, cst.ClassDef):
             cls = self.parent(cls)
         if cls is None:
-            return set()
+            return {}
         key = id(cls)
         if key not in self._module_attributes:
-            names: set[str] = set()
+            modules: dict[str, cst.Call] = {}
             for assign in _self_assignments(cls):
-                value = assign.value
-                if isinstance(value, cst.Call):
-                    if any(q.startswith("torch.nn.") for q in self.qualified_names(value.func)):
-                        for target in assign.targets:
-                            names.add(target.target.attr.value)  # type: ignore[union-attr]
-            self._module_attributes[key] = names
+                if self._is_module_constructor(assign.value):
+                    for target in assign.targets:
+                        modules[target.target.attr.value] = assign.value  # type: ignore[union-attr, assignment]
+            self._module_attributes[key] = modules
         return self._module_attributes[key]
 
 

@@ -3,7 +3,7 @@
 The table lives in ``data/inplace_methods.json`` so that linting never imports
 torch. Regenerate it from the installed torch with::
 
-    python -m gradfix.codemods.optable --write
+    python scripts/generate_optable.py --write
 
 ``tests/test_optable.py`` regenerates it and compares, so it cannot drift.
 """
@@ -37,6 +37,16 @@ KEEPS_DTYPE = frozenset(
     {"eq_", "ne_", "lt_", "le_", "gt_", "ge_", "greater_", "greater_equal_", "less_",
      "less_equal_", "not_equal_", "logical_and_", "logical_or_", "logical_xor_", "logical_not_"}
 )
+
+
+# Augmented operators and the dunder Python tries first. Where torch.Tensor lacks
+# the dunder (``__imatmul__`` in torch 2.13), Python falls back to ``x = x @ y``:
+# nothing is written in place and GF101 stays silent.
+AUGMENTED_DUNDERS = {
+    "+=": "__iadd__", "-=": "__isub__", "*=": "__imul__", "/=": "__itruediv__",
+    "//=": "__ifloordiv__", "%=": "__imod__", "**=": "__ipow__", "@=": "__imatmul__",
+    "<<=": "__ilshift__", ">>=": "__irshift__", "&=": "__iand__", "|=": "__ior__", "^=": "__ixor__",
+}
 
 
 def _rewrite_kind(name: str, has_twin: bool) -> str:
@@ -75,7 +85,9 @@ def generate() -> dict[str, Any]:
     tensor_methods = sorted(
         n for n in dir(torch.Tensor) if not n.startswith("_") and callable(getattr(torch.Tensor, n, None))
     )
+    inplace_operators = sorted(op for op, dunder in AUGMENTED_DUNDERS.items() if hasattr(torch.Tensor, dunder))
     return {
+        "inplace_operators": inplace_operators,
         "generated_from": f"torch {torch.__version__.split('+')[0]}",
         "inplace_methods": methods,
         "not_data_mutations": sorted(NOT_DATA_MUTATIONS),
@@ -96,11 +108,12 @@ def _load_or_empty() -> dict[str, Any]:
     try:
         return load()
     except FileNotFoundError:  # only while bootstrapping the data file
-        return {"inplace_methods": {}, "tensor_methods": [], "not_data_mutations": []}
+        return {"inplace_methods": {}, "tensor_methods": [], "not_data_mutations": [], "inplace_operators": []}
 
 
 _TABLE = _load_or_empty()
 INPLACE_METHODS: dict[str, dict[str, Any]] = _TABLE["inplace_methods"]
+INPLACE_OPERATORS: frozenset[str] = frozenset(_TABLE.get("inplace_operators", ()))
 TENSOR_METHODS: frozenset[str] = frozenset(_TABLE["tensor_methods"]) | frozenset(INPLACE_METHODS)
 
 
@@ -118,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.check:
         current = DATA_FILE.read_text(encoding="utf-8") if DATA_FILE.exists() else ""
         if current != text:
-            print(f"{DATA_FILE} is stale: run python -m gradfix.codemods.optable --write", file=sys.stderr)
+            print(f"{DATA_FILE} is stale: run python scripts/generate_optable.py --write", file=sys.stderr)
             return 1
         return 0
     sys.stdout.write(text)

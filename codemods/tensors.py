@@ -97,12 +97,12 @@ class TensorInference:
         qualified_names: Callable[[cst.CSTNode], Iterable[str]],
         scope_of: Callable[[cst.CSTNode], Optional[Scope]],
         parent_of: Callable[[cst.CSTNode], Optional[cst.CSTNode]],
-        module_attribute_names: Callable[[cst.CSTNode], set[str]],
+        module_constructor: Callable[[cst.BaseExpression], Optional[cst.Call]],
     ) -> None:
         self._qualified_names = qualified_names
         self._scope_of = scope_of
         self._parent_of = parent_of
-        self._module_attribute_names = module_attribute_names
+        self._module_constructor = module_constructor
         self._memo: dict[int, TensorKind] = {}
         self._in_progress: set[int] = set()
 
@@ -194,10 +194,9 @@ class TensorInference:
                 if receiver is N:
                     return N
                 return U
-            # self.linear(x): a submodule assigned from torch.nn in __init__.
-            if isinstance(func.value, cst.Name) and func.value.value == "self":
-                if method in self._module_attribute_names(call):
-                    return T
+        # self.linear(x) or gru(x): a module built from torch.nn.
+        if self._module_constructor(func) is not None:
+            return T
         return U
 
     # -- names ---------------------------------------------------------------

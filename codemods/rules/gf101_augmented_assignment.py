@@ -20,6 +20,7 @@ from ..rewrite import (
     subscript_root,
     touches_data,
 )
+from ..optable import INPLACE_OPERATORS
 from ..rule import Rule
 from ..tensors import TensorKind
 
@@ -41,7 +42,10 @@ class AugmentedAssignment(Rule):
         "`x = x + y` computes the same values in a new tensor and leaves the saved one intact.\n\n"
         "For an indexed target (`x[i] += y`) gradfix does not emit `x[i] = x[i] + y`, which is still an "
         "in-place write (`index_put_`) and fails in the same way; it clones first: `x = x.clone()` then "
-        "`x[i] += y`, which writes into the fresh clone that no backward has saved."
+        "`x[i] += y`, which writes into the fresh clone that no backward has saved.\n\n"
+        "Which operators write in place is read from torch (`scripts/generate_optable.py`): in "
+        "torch 2.13 `torch.Tensor` has no `__imatmul__`, so `x @= w` already means `x = x @ w` and is "
+        "not reported."
     )
     not_flagged = (
         "Plain Python values (`i += 1`, `total += loss.item()`, `lst += [x]`); code under "
@@ -73,6 +77,8 @@ class AugmentedAssignment(Rule):
         if touches_data(target):
             return
         op = _operator_text(node)
+        if op not in INPLACE_OPERATORS:
+            return  # e.g. `@=`: torch.Tensor has no __imatmul__, so Python already rebinds
         if isinstance(target, cst.Subscript):
             yield from self._check_subscript(node, target, op, ctx)
             return

@@ -72,7 +72,7 @@ class InplaceMethod(Rule):
         "computation has been modified by an inplace operation`. The out-of-place twin (`x = x.add(y)`) computes "
         "the same values into a new tensor.\n\n"
         "The list of in-place methods and their twins is generated from torch's operator registry "
-        "(`python -m gradfix.codemods.optable`). Methods without a twin are rewritten explicitly: `zero_()` "
+        "(`scripts/generate_optable.py`). Methods without a twin are rewritten explicitly: `zero_()` "
         "becomes `torch.zeros_like(x)`, `fill_(v)` becomes `torch.full_like(x, v)`, `copy_(src)`, `normal_()` "
         "and the other fills write into a fresh `torch.empty_like(x)`, and `fill_diagonal_` into a clone. "
         "In-place comparisons (`x.gt_(0)`) keep the tensor's dtype, so their rewrite casts back "
