@@ -164,7 +164,10 @@ class AliasAnalysis:
             return not module_may_return_input(constructor, self._qualified_names)
         if isinstance(func, cst.Attribute):
             method = func.attr.value
-            return method in TENSOR_METHODS and method not in ALIASING_METHODS and method not in INPLACE_METHODS
+            if method in ALIASING_METHODS:
+                # A view of a fresh tensor (`x.clone().detach()`, `fc(x).view(-1)`) is still unshared.
+                return self._is_fresh(func.value)
+            return method in TENSOR_METHODS and method not in INPLACE_METHODS
         return False
 
     def _is_inside(self, node: cst.CSTNode, ancestor: cst.CSTNode) -> bool:
@@ -197,6 +200,8 @@ class AliasAnalysis:
             if isinstance(holder, cst.Call) and holder.func is parent:
                 if attr in INPLACE_METHODS:
                     return True  # another in-place op on the same name: rewritten too
+                if isinstance(self._parent_of(holder), cst.Expr):
+                    return True  # `y.requires_grad_(True)`: the result, a possible alias, is dropped
                 return attr in TENSOR_METHODS and attr not in ALIASING_METHODS
             return attr not in ALIASING_ATTRIBUTES
         if isinstance(parent, cst.Subscript) and parent.value is name_node:
