@@ -78,6 +78,9 @@ def parse(source: str) -> cst.Module:
     try:
         return cst.parse_module(source)
     except cst.ParserSyntaxError as error:
+        # CPython's message and position are the ones users know; libcst's are the fallback
+        # for code CPython accepts and libcst does not.
+        _syntax_check_only(source)
         message = str(error.message if hasattr(error, "message") else error).splitlines()[0]
         raise SourceSyntaxError(message, error.raw_line, error.raw_column + 1) from None
 
@@ -344,19 +347,16 @@ def fix_source(
         ]
         if not candidates:
             break
-        new_module = _apply(module, [c.report.fix for c in candidates])  # type: ignore[misc]
-        new_code = new_module.code
         try:
-            new_module = cst.parse_module(new_code)
-        except cst.ParserSyntaxError:
-            # Find the fixes that break parsing, one at a time, and leave them out.
+            new_module = cst.parse_module(_apply(module, [c.report.fix for c in candidates]).code)  # type: ignore[misc]
+        except (cst.ParserSyntaxError, cst.CSTValidationError):
+            # Find the fixes that break the code, one at a time, and leave them out.
             good = []
             for item in candidates:
-                trial = _apply(module, [item.report.fix]).code  # type: ignore[list-item]
                 try:
-                    cst.parse_module(trial)
+                    cst.parse_module(_apply(module, [item.report.fix]).code)  # type: ignore[list-item]
                     good.append(item)
-                except cst.ParserSyntaxError:
+                except (cst.ParserSyntaxError, cst.CSTValidationError):
                     broken.add(_key(item, ctx))
                     result.errors.append(
                         f"{path}:{ctx.line(item.report.node)}: {item.rule.code} fix produced invalid code; not applied"

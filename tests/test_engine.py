@@ -1,0 +1,461 @@
+"""The engine: contexts, tensor-ness, aliases, suppression, hoisting, fix application."""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+
+from gradfix.codemods import FixSafety, GradContext, SourceSyntaxError, check_source, fix_source
+from gradfix.codemods import engine
+
+
+def src(text: str) -> str:
+    return textwrap.dedent(text).lstrip("\n")
+
+
+def codes(text: str, **kwargs) -> list[tuple[int, str]]:
+    return [(f.line, f.code) for f in check_source(src(text), **kwargs)]
+
+
+def fixed(text: str, **kwargs) -> str:
+    return fix_source(src(text), **kwargs).source
+
+
+# --- contexts where autograd does not record -------------------------------------------
+
+CONTEXT_CASES = {
+    "with no_grad": ("with torch.no_grad():\n        h.add_(1)", GradContext.NO_GRAD),
+    "alias T": ("with T.no_grad():\n        h.add_(1)", GradContext.NO_GRAD),
+    "from import": ("with no_grad():\n        h.add_(1)", GradContext.NO_GRAD),
+    "inference_mode": ("with torch.inference_mode():\n        h.add_(1)", GradContext.INFERENCE_MODE),
+    "set_grad_enabled(False)": ("with torch.set_grad_enabled(False):\n        h.add_(1)", GradContext.GRAD_DISABLED),
+    "grad buffer": ("h.grad.zero_()", GradContext.GRAD_BUFFER),
+    "grad buffer augassign": ("h.grad += 1", GradContext.GRAD_BUFFER),
+}
+
+
+@pytest.mark.parametrize("body,context", CONTEXT_CASES.values(), ids=CONTEXT_CASES.keys())
+def test_no_finding_where_autograd_does_not_record(body, context):
+    text = f"import torch\nimport torch as T\nfrom torch import no_grad\ndef f(x):\n    h = torch.exp(x)\n    {body}\n"
+    assert check_source(text) == []
+    kept = check_source(text, keep_silenced=True)
+    assert [f.context for f in kept] == [context]
+
+
+def test_enable_grad_inside_no_grad_records_again():
+    text = src("""
+        import torch
+        def f(x):
+            with torch.no_grad():
+                with torch.enable_grad():
+                    h = torch.exp(x)
+                    h.add_(1)
+    """)
+    assert [f.code for f in check_source(text)] == ["GF102"]
+
+
+def test_set_grad_enabled_true_is_not_a_no_grad_context():
+    assert codes("""
+        import torch
+        def f(x):
+            with torch.set_grad_enabled(True):
+                h = torch.exp(x)
+                h.add_(1)
+    """) == [(5, "GF102")]
+
+
+def test_decorated_functions_initializers_optimizer_and_autograd_function():
+    text = src("""
+        import torch
+        from torch import nn
+
+        @torch.no_grad()
+        def update(x):
+            x.add_(1)
+
+        @torch.inference_mode
+        def infer(x):
+            x.mul_(2)
+
+        class Net(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.w = nn.Parameter(torch.ones(3))
+                self.w.data.mul_(0.1)
+                self.buf = torch.ones(3)
+                self.buf += 1
+
+            def reset_parameters(self):
+                self.buf.zero_()
+
+        class Opt(torch.optim.Optimizer):
+            def step(self, closure=None):
+                for p in self.params:
+                    p.add_(p.grad)
+
+        class Double(torch.autograd.Function):
+            @staticmethod
+            def forward(ctx, x):
+                y = x.clone()
+                y.mul_(2)
+                return y
+    """)
+    assert check_source(text) == []
+    contexts = sorted({f.context.value for f in check_source(text, keep_silenced=True)})
+    assert contexts == sorted(
+        [GradContext.NO_GRAD.value, GradContext.INITIALIZER.value, GradContext.OPTIMIZER_STEP.value,
+         GradContext.AUTOGRAD_FUNCTION.value, GradContext.INFERENCE_MODE.value]
+    )
+
+
+def test_function_defined_in_no_grad_block_is_still_checked():
+    # The `with` does not apply when the function is called later.
+    assert codes("""
+        import torch
+        with torch.no_grad():
+            def later(x):
+                h = torch.exp(x)
+                h.add_(1)
+                return h
+    """) == [(5, "GF102")]
+
+
+# --- tensor-ness ------------------------------------------------------------------------
+
+
+def test_plain_python_values_are_not_findings():
+    assert codes("""
+        import torch
+        def f(batches, loss_fn):
+            i = 0
+            total = 0.0
+            names = []
+            text = "a"
+            for step, batch in enumerate(batches):
+                i += 1
+                step += 1
+                total += loss_fn(batch).item()
+                names += ["x"]
+                text += "b"
+            n: int = 3
+            n += 1
+            return i, total
+    """) == []
+
+
+def test_tensor_sources_are_recognised():
+    text = """
+        import torch
+        import torch.nn.functional as F
+        def f(x: torch.Tensor, y, lin):
+            a = F.relu(y)
+            a += 1
+            b = x * 2
+            b += 1
+            x += 1
+            c = y.sum()
+            c.mul_(2)
+    """
+    found = check_source(src(text))
+    assert [(f.line, f.code) for f in found] == [(5, "GF101"), (7, "GF101"), (8, "GF101"), (10, "GF102")]
+    # x is an annotated parameter: reported, but its fix is unsafe (the caller's tensor changes).
+    assert found[2].fix_safety is FixSafety.UNSAFE
+
+
+def test_unknown_values_get_at_most_an_unsafe_fix():
+    found = check_source(src("""
+        import torch
+        def f(h, y):
+            h.add_(y)
+            return h
+    """))
+    assert len(found) == 1 and found[0].fix_safety is FixSafety.UNSAFE
+
+
+def test_module_functions_are_not_tensor_methods():
+    assert codes("""
+        import torch
+        from torch import nn
+        def f(w):
+            nn.init.normal_(w)
+            torch.nn.init.zeros_(w)
+            return torch.relu_(w)
+    """) == []
+
+
+# --- aliasing and fix safety ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "setup",
+    [
+        "h = torch.exp(x)\n    keep = h",
+        "h = torch.exp(x)\n    outs.append(h)",
+        "h = x",
+        "h = x.view(-1)",
+        "h = torch.exp(x)\n    v = h[0]",
+        "h = torch.exp(x)\n    v = h.t()",
+    ],
+)
+def test_possible_aliases_make_the_fix_unsafe(setup):
+    text = f"import torch\ndef f(x, outs):\n    {setup}\n    h.add_(1)\n    return h\n"
+    found = check_source(text)
+    assert [f.code for f in found] == ["GF102"]
+    assert found[0].fix_safety is FixSafety.UNSAFE
+    assert fix_source(text).source == text  # safe-only fix leaves it alone
+
+
+def test_alias_created_after_the_write_outside_a_loop_is_harmless():
+    found = check_source(src("""
+        import torch
+        def f(x, outs):
+            h = torch.exp(x)
+            h.add_(1)
+            outs.append(h)
+            return h
+    """))
+    assert found[0].fix_safety is FixSafety.SAFE
+
+
+def test_alias_created_later_in_the_same_loop_makes_it_unsafe():
+    found = check_source(src("""
+        import torch
+        def f(x, outs):
+            h = torch.exp(x)
+            for _ in range(3):
+                h.add_(1)
+                outs.append(h)
+            return h
+    """))
+    assert found[0].fix_safety is FixSafety.UNSAFE
+
+
+def test_closure_use_makes_the_fix_unsafe():
+    found = check_source(src("""
+        import torch
+        def f(x):
+            h = torch.exp(x)
+            def g():
+                return h
+            h.add_(1)
+            return g
+    """))
+    assert found[0].fix_safety is FixSafety.UNSAFE
+
+
+# --- hoisting -----------------------------------------------------------------------------
+
+
+def test_hoisting_out_of_if_test_and_for_iter():
+    out = fixed("""
+        import torch
+        def f(x):
+            h = torch.exp(x)
+            if h.add_(1).sum() > 0:
+                pass
+            for v in h.mul_(2):
+                pass
+    """)
+    assert "    h = h.add(1)\n    if h.sum() > 0:" in out
+    assert "    h = h.mul(2)\n    for v in h:" in out
+
+
+@pytest.mark.parametrize(
+    "expression",
+    [
+        "[h.add_(1) for _ in range(2)]",
+        "(lambda: h.add_(1))",
+        "h.add_(1) if x.sum() > 0 else h",
+        "x.sum() > 0 and h.add_(1)",
+    ],
+)
+def test_no_hoisting_where_the_call_may_not_run(expression):
+    text = f"import torch\ndef f(x):\n    h = torch.exp(x)\n    y = {expression}\n    return y\n"
+    found = check_source(text)
+    assert [f.fix_safety for f in found] == [FixSafety.DISPLAY_ONLY]
+    assert fix_source(text, unsafe_fixes=True).source == text
+
+
+def test_elif_and_while_tests_are_display_only():
+    text = src("""
+        import torch
+        def f(x):
+            h = torch.exp(x)
+            if x.sum() > 0:
+                pass
+            elif h.add_(1).sum() > 0:
+                pass
+            while h.mul_(2).sum() < 10:
+                pass
+    """)
+    assert [f.fix_safety for f in check_source(text)] == [FixSafety.DISPLAY_ONLY] * 2
+
+
+def test_evaluation_order_makes_hoisting_unsafe():
+    found = check_source(src("""
+        import torch
+        def f(x, g):
+            h = torch.exp(x)
+            y = g(h.sum()) + h.add_(1)
+            return y
+    """))
+    assert found[0].fix_safety is FixSafety.UNSAFE
+
+
+# --- layout of the rewritten code ---------------------------------------------------------
+
+
+def test_comments_blank_lines_and_semicolons_survive():
+    out = fixed("""
+        import torch
+
+
+        def f(x):
+            # the gate
+            g = torch.sigmoid(x)
+
+            # scale it
+            g.mul_(2)  # trailing comment
+            a = 1; g.add_(1)
+            if a: g.sub_(1)
+            return g
+    """)
+    assert out == src("""
+        import torch
+
+
+        def f(x):
+            # the gate
+            g = torch.sigmoid(x)
+
+            # scale it
+            g = g.mul(2)  # trailing comment
+            a = 1; g = g.add(1)
+            if a: g = g.sub(1)
+            return g
+    """)
+
+
+def test_hoisted_statement_keeps_leading_comment_above_it():
+    out = fixed("""
+        import torch
+        def f(x):
+            h = torch.exp(x)
+            # result
+            y = h.add_(1)
+            return y
+    """)
+    assert "    # result\n    h = h.add(1)\n    y = h\n" in out
+
+
+def test_crlf_is_kept_in_rewritten_and_inserted_lines():
+    text = "import torch\r\ndef f(x):\r\n    y = torch.exp(x)\r\n    y[0] += 1\r\n    return y\r\n"
+    out = fix_source(text).source
+    assert out == "import torch\r\ndef f(x):\r\n    y = torch.exp(x)\r\n    y = y.clone()\r\n    y[0] += 1\r\n    return y\r\n"
+
+
+def test_missing_torch_import_is_added_for_zeros_like():
+    out = fixed("""
+        import torch.nn.functional as F
+        def f(x):
+            h = F.relu(x)
+            h.zero_()
+            return h
+    """)
+    assert "import torch\n" in out and "h = torch.zeros_like(h)" in out
+
+
+def test_torch_alias_is_used_in_rewrites():
+    out = fixed("""
+        import torch as T
+        def f(x):
+            h = T.exp(x)
+            h.zero_()
+            return h
+    """)
+    assert "h = T.zeros_like(h)" in out and "import torch\n" not in out
+
+
+def test_operator_precedence_is_kept():
+    out = fixed("""
+        import torch
+        def f(x, a, b):
+            h = torch.exp(x)
+            h *= a + b
+            h -= a if b else a
+            return h
+    """)
+    assert "h = h * (a + b)" in out and "h = h - (a if b else a)" in out
+
+
+# --- suppression, selection, errors ----------------------------------------------------
+
+
+def test_noqa_forms():
+    text = src("""
+        import torch
+        def f(x):
+            h = torch.exp(x)
+            h += 1  # noqa
+            h += 2  # noqa: GF101
+            h += 3  # noqa: GF102
+            h += 4  # NOQA:GF102,GF101
+            h += 5  # a comment mentioning noqa without the marker form # noqa:GF999
+            return h
+    """)
+    assert [f.line for f in check_source(text)] == [6, 8]
+
+
+def test_select_and_ignore_take_prefixes():
+    text = "import torch\ndef f(x):\n    h = torch.exp(x)\n    h += 1\n    h.add_(1)\n"
+    assert [f.code for f in check_source(text, select=["GF101"])] == ["GF101"]
+    assert [f.code for f in check_source(text, ignore=["GF101"])] == ["GF102"]
+    assert [f.code for f in check_source(text, select=["GF1"])] == ["GF101", "GF102"]
+    assert check_source(text, select=["gf1"], ignore=["GF10"]) == []
+
+
+def test_syntax_error_carries_position():
+    with pytest.raises(SourceSyntaxError) as info:
+        check_source("import torch\ndef f(:\n    pass\n")
+    assert (info.value.line, info.value.col) == (2, 7)
+    assert info.value.message == "invalid syntax"
+    with pytest.raises(SourceSyntaxError):
+        check_source("x = (\n")  # no torch: the cheap syntax check still runs
+
+
+def test_fix_that_breaks_parsing_is_dropped_and_named(monkeypatch):
+    import libcst as cst
+
+    from gradfix.codemods.model import Fix, ReplaceNode, Report
+    from gradfix.codemods.rule import Rule
+
+    class Broken(Rule):
+        code = "GF999"
+        name = "broken"
+        why = "test"
+        node_types = (cst.Name,)
+
+        def check(self, node, ctx):
+            if node.value == "target":
+                yield Report(node, "m", Fix("break", (ReplaceNode(node, cst.Name("lambda")),)))
+
+    monkeypatch.setattr(engine, "select_rules", lambda select=(), ignore=(): [Broken()])
+    text = "import torch\ntarget = 1\n"
+    result = fix_source(text, "mod.py")
+    assert result.source == text
+    assert result.errors and "GF999" in result.errors[0] and "mod.py:2" in result.errors[0]
+
+
+def test_file_without_torch_is_not_parsed_by_libcst_but_checked_for_syntax():
+    assert check_source("x = 1\nx += 1\n") == []
+
+
+def test_findings_are_in_line_order_with_end_positions():
+    found = check_source(src("""
+        import torch
+        def f(x):
+            h = torch.exp(x)
+            h.mul_(2); h += 1
+    """))
+    assert [(f.line, f.col, f.end_line, f.end_col) for f in found] == [(4, 5, 4, 14), (4, 16, 4, 22)]
