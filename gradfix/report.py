@@ -1,0 +1,110 @@
+"""What gradfix prints: finding lines, summaries, JSON. Nothing here reads or writes files."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Iterable, Sequence
+
+from .codemods import Finding, FixSafety
+
+
+# --- streams ------------------------------------------------------------------------------
+
+
+def _write(stream, text: str) -> None:
+    try:
+        stream.write(text)
+    except UnicodeEncodeError:
+        # A path or message the terminal's encoding cannot show: escape it rather than crash.
+        stream.flush()
+        encoding = getattr(stream, "encoding", None) or "utf-8"
+        stream.buffer.write(text.encode(encoding, "backslashreplace"))
+        stream.buffer.flush()
+
+
+def out(line: str = "") -> None:
+    _write(sys.stdout, line + "\n")
+
+
+def err(line: str) -> None:
+    _write(sys.stderr, line + "\n")
+
+
+def out_bytes(data: bytes) -> None:
+    """Raw bytes on stdout (diffs keep each file's own encoding)."""
+    sys.stdout.flush()
+    sys.stdout.buffer.write(data)
+    sys.stdout.buffer.flush()
+
+
+# --- findings ----------------------------------------------------------------------------
+
+
+def sort_key(finding: Finding) -> tuple:
+    return (finding.path, finding.line, finding.col, finding.code)
+
+
+def applicable(finding: Finding, unsafe_fixes: bool) -> bool:
+    """Would ``gradfix fix`` (with these settings) rewrite it?"""
+    return finding.fix_safety is FixSafety.SAFE or (unsafe_fixes and finding.fix_safety is FixSafety.UNSAFE)
+
+
+def finding_line(finding: Finding, unsafe_fixes: bool) -> str:
+    """``path:line:col: CODE [*] message``; ``[*]`` when ``gradfix fix`` would fix it."""
+    mark = " [*]" if applicable(finding, unsafe_fixes) else ""
+    return f"{finding.path}:{finding.line}:{finding.col}: {finding.code}{mark} {finding.message}"
+
+
+def plural(count: int, word: str) -> str:
+    return f"{count} {word}" if count == 1 else f"{count} {word}s"
+
+
+def _fixability(findings: Sequence[Finding], unsafe_fixes: bool) -> list[str]:
+    safe = sum(1 for f in findings if f.fix_safety is FixSafety.SAFE)
+    unsafe = sum(1 for f in findings if f.fix_safety is FixSafety.UNSAFE)
+    parts = []
+    if unsafe_fixes:
+        if safe + unsafe:
+            command = "gradfix fix --unsafe-fixes" if unsafe else "gradfix fix"
+            parts.append(f"{safe + unsafe} fixable with `{command}`")
+    else:
+        if safe:
+            parts.append(f"{safe} fixable with `gradfix fix`")
+        if unsafe:
+            parts.append(f"{unsafe} more with `--unsafe-fixes`" if safe else f"{unsafe} fixable with `gradfix fix --unsafe-fixes`")
+    return parts
+
+
+def check_summary(findings: Sequence[Finding], unsafe_fixes: bool) -> str:
+    if not findings:
+        return "All checks passed!"
+    parts = _fixability(findings, unsafe_fixes)
+    detail = f" ({', '.join(parts)})" if parts else ""
+    return f"Found {plural(len(findings), 'finding')}{detail}."
+
+
+def fix_summary(fixed: int, remaining: Sequence[Finding], unsafe_fixes: bool) -> str:
+    if not fixed and not remaining:
+        return "All checks passed!"
+    summary = f"Found {plural(fixed + len(remaining), 'finding')} ({fixed} fixed, {len(remaining)} remaining)."
+    if not unsafe_fixes:
+        hidden = sum(1 for f in remaining if f.fix_safety is FixSafety.UNSAFE)
+        if hidden:
+            summary += f" {hidden} more fixable with `--unsafe-fixes`."
+    return summary
+
+
+def applied_text(applied: dict[str, int]) -> str:
+    """``GF101 ×2, GF102 ×1``"""
+    return ", ".join(f"{code} \u00d7{count}" for code, count in sorted(applied.items()))
+
+
+def fixed_line(display: str, applied: dict[str, int], dry_run: bool = False) -> str:
+    total = sum(applied.values())
+    verb = "Would fix" if dry_run else "Fixed"
+    return f"{verb} {plural(total, 'finding')} in {display} ({applied_text(applied)})"
+
+
+def findings_json(findings: Iterable[Finding]) -> str:
+    return json.dumps([f.to_json() for f in findings], indent=2)
