@@ -25,6 +25,8 @@ class Rule:
     explanation: ClassVar[str] = ""
     #: When the construct is deliberately left alone.
     not_flagged: ClassVar[str] = ""
+    #: When the fix is safe, unsafe or display-only.
+    fix_safety: ClassVar[str] = ""
     node_types: ClassVar[tuple[type[cst.CSTNode], ...]]
     examples: ClassVar[tuple[Example, ...]] = ()
 

@@ -1,6 +1,7 @@
 """Run fixture scripts under torch and report how each ended, as JSON on stdout.
 
     python tests/script_runner.py a.py b.py ...
+    python tests/script_runner.py --summary a.py b.py ...   (one readable line per script)
 
 torch is imported once; each script runs in a forked child, so scripts stay
 isolated while the suite pays the import only once. For every script it
@@ -72,10 +73,23 @@ def run(path: str) -> dict:
     return json.loads(data)
 
 
-def main(paths: list[str]) -> int:
+def main(argv: list[str]) -> int:
+    summary = "--summary" in argv
+    paths = [a for a in argv if a != "--summary"]
     results = [run(path) for path in paths]
-    json.dump(results, sys.stdout)
-    return 0
+    if not summary:
+        json.dump(results, sys.stdout)
+        return 0
+    width = max((len(r["path"]) for r in results), default=0)
+    for r in results:
+        if r["status"] == "ok":
+            outcome = f"runs, backward() called {r['backward_calls']}x"
+        else:
+            outcome = f"{r['status']}: {r['exception']}: {(r['message'] or '')[:80]}"
+        print(f"{r['path']:<{width}}  {outcome}")
+    ok = sum(r["status"] == "ok" and r["backward_calls"] > 0 for r in results)
+    print(f"{ok} of {len(results)} programs ran forward and backward without error")
+    return 0 if ok == len(results) else 1
 
 
 if __name__ == "__main__":

@@ -52,6 +52,14 @@ class AugmentedAssignment(Rule):
         "`torch.no_grad()`, `torch.inference_mode()`, `torch.set_grad_enabled(False)`; initializers; "
         "optimizer `step()`; `autograd.Function` methods; `.grad` buffers; `.data` targets (GF103)."
     )
+    fix_safety = (
+        "Safe when the written name is a local that nothing else can see: not a parameter, not global, "
+        "not used by an inner function, bound to a fresh tensor, and not shared (stored, viewed, passed to "
+        "unknown code) before the write or in the same loop. Unsafe for attributes (`self.h`), parameters, "
+        "possible aliases, and values gradfix cannot prove are tensors: there the caller or an alias may have "
+        "relied on the mutation. Note also that an out-of-place operation follows type promotion "
+        "(a float32 tensor plus a float64 tensor gives float64) where the in-place one kept the dtype."
+    )
     node_types = (cst.AugAssign,)
     examples = (
         Example(

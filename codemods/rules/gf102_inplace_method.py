@@ -87,6 +87,15 @@ class InplaceMethod(Rule):
         "no-grad blocks, initializers, optimizer steps, `autograd.Function` methods, `.grad` buffers and "
         "`.data` targets (GF103)."
     )
+    fix_safety = (
+        "Safe when the written name is a local that nothing else can see: not a parameter, not global, "
+        "not used by an inner function, bound to a fresh tensor, and not shared (stored, viewed, passed to "
+        "unknown code) before the write or in the same loop. Unsafe for attributes (`self.h`), parameters, "
+        "possible aliases, and values gradfix cannot prove are tensors: there the caller or an alias may have "
+        "relied on the mutation. Note also that an out-of-place operation follows type promotion "
+        "(a float32 tensor plus a float64 tensor gives float64) where the in-place one kept the dtype."
+        "Display-only inside a lambda, comprehension, conditional expression, the right side of `and`/`or`, an `elif` or `while` test, and for `resize_`/`set_`, which have no out-of-place form."
+    )
     node_types = (cst.Call,)
     examples = (
         Example(

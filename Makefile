@@ -1,0 +1,41 @@
+# Two commands do all set-up (README.md): `make demo` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+GRADFIX := $(VENV)/bin/gradfix
+# The CPU wheel of this release lies on the project's machines; any other
+# release would download a multi-GB CUDA build. Installed first, explicitly.
+TORCH_VERSION := 2.13.0
+DEMO_DIR := build/demo
+
+.PHONY: setup demo test corpus clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet torch==$(TORCH_VERSION)
+	$(PY) -m pip install --quiet -e '.[dev]'
+	@$(PY) -c "import torch, sys; v = torch.__version__.split('+')[0]; sys.exit(0 if v == '$(TORCH_VERSION)' else 'torch ' + v + ' installed, expected $(TORCH_VERSION)')"
+	touch $@
+
+# The main job on the bundled fixtures, on a copy: findings, the diff for review, the fix,
+# then every fixed program is run under torch, forward and backward.
+demo: setup
+	rm -rf $(DEMO_DIR) && mkdir -p $(DEMO_DIR)
+	cd fixtures && for f in GF*/*.py; do case $$f in *.fixed.py) ;; *) mkdir -p ../$(DEMO_DIR)/$$(dirname $$f) && cp $$f ../$(DEMO_DIR)/$$f ;; esac; done
+	-$(GRADFIX) check $(DEMO_DIR)
+	-$(GRADFIX) fix --diff --unsafe-fixes $(DEMO_DIR)
+	-$(GRADFIX) fix --unsafe-fixes $(DEMO_DIR)
+	$(PY) tests/script_runner.py --summary $(DEMO_DIR)/GF*/*.py
+
+test: setup
+	$(PY) -m pytest
+
+# gradfix check over the installed torch's own sources (slow; run before resolving engine work).
+corpus: setup
+	$(PY) scripts/corpus_report.py
+
+clean:
+	rm -rf $(VENV) build .pytest_cache
