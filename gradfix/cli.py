@@ -63,7 +63,7 @@ ForceExcludeOpt = Annotated[
 ]
 ConfigOpt = Annotated[
     Optional[Path],
-    typer.Option("--config", help="Settings file (default: the nearest pyproject.toml with [tool.gradfix]).", show_default=False),
+    typer.Option("--config", help="Settings file (default: the nearest pyproject.toml with \\[tool.gradfix]).", show_default=False),
 ]
 
 

@@ -279,12 +279,17 @@ def read_bytes(path: str, display: str, max_bytes: Optional[int] = None) -> byte
     if not stat.S_ISREG(info.st_mode):
         raise FileError(display, "not a regular file")
     if max_bytes is not None and info.st_size > max_bytes:
-        raise FileSkipped(display, f"skipped: file is larger than {max_bytes // (1024 * 1024)} MB")
+        raise FileSkipped(display, f"skipped: file is larger than {_size_text(max_bytes)}")
     try:
         with open(path, "rb") as handle:
             return handle.read()
     except OSError as error:
         raise FileError(display, f"cannot read: {_describe_os_error(error)}") from None
+
+
+def _size_text(size: int) -> str:
+    megabytes = 1024 * 1024
+    return f"{size // megabytes} MB" if size % megabytes == 0 else f"{size} bytes"
 
 
 def detect_encoding(data: bytes) -> str:
