@@ -176,9 +176,19 @@ def merge(
     ignore: Optional[Sequence[str]],
     unsafe_fixes: Optional[bool],
 ) -> Settings:
-    """Command-line values (already parsed; None when not given) replace the file's."""
+    """Command-line values (already parsed; None when not given) over the file's, layered as Ruff does.
+
+    ``--select`` starts the selection afresh: the file's ``select`` *and* ``ignore``
+    no longer apply (``--select GF101`` checks GF101 even if the file ignores it).
+    ``--ignore`` alone narrows the file's selection further.
+    """
+    if select:
+        chosen, dropped = tuple(select), tuple(ignore or ())
+    else:
+        chosen = config.select
+        dropped = config.ignore + tuple(code for code in ignore or () if code not in config.ignore)
     return Settings(
-        select=tuple(select) if select else config.select,
-        ignore=tuple(ignore) if ignore else config.ignore,
+        select=chosen,
+        ignore=dropped,
         unsafe_fixes=config.unsafe_fixes if unsafe_fixes is None else unsafe_fixes,
     )
