@@ -161,6 +161,24 @@ def test_permission_denied_is_an_error(tmp_path):
     assert "good.py:4:1" in result.stdout
 
 
+def test_permission_denied_simulated_for_root(tmp_path, monkeypatch):
+    put(tmp_path / "locked.py", SAFE.encode())
+    put(tmp_path / "good.py", SAFE.encode())
+    real_open = open
+
+    def guarded_open(path, *args, **kwargs):
+        if os.path.basename(path) == "locked.py":
+            raise PermissionError(13, "Permission denied", path)
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(files, "open", guarded_open, raising=False)
+    result = run("fix", ".")
+    assert result.exit_code == 2
+    assert result.stderr.strip() == "locked.py: cannot read: Permission denied"
+    assert (tmp_path / "good.py").read_text() == SAFE_FIXED
+    assert (tmp_path / "locked.py").read_text() == SAFE
+
+
 def test_special_file_is_refused(tmp_path):
     os.mkfifo(tmp_path / "pipe.py")
     result = run("check", "pipe.py")  # must not block reading a FIFO
