@@ -101,17 +101,17 @@ def _prepare(
     return settings, discovery
 
 
-def _report_problems(discovery: files.Discovery, outcomes: list[runner.FileOutcome]) -> bool:
-    """Print errors and notes (stderr); True when there was an error."""
+def _report_problems(discovery: files.Discovery, outcomes: list[runner.FileOutcome]) -> int:
+    """Print errors and notes (stderr); the number of paths that had an error."""
     for message in discovery.errors:
         err(message)
-    failed = bool(discovery.errors)
+    failed = len(discovery.errors)
     for outcome in outcomes:
         for note in outcome.notes:
             err(note)
         for message in outcome.errors:
             err(message)
-            failed = True
+        failed += bool(outcome.errors)
     return failed
 
 
@@ -139,7 +139,7 @@ def check(
     else:
         for finding in findings:
             out(report.finding_line(finding, settings.unsafe_fixes))
-        out(report.check_summary(findings, settings.unsafe_fixes))
+        out(report.check_summary(findings, settings.unsafe_fixes, failed))
     if failed:
         raise typer.Exit(EXIT_ERROR)
     raise typer.Exit(EXIT_FINDINGS if findings and not exit_zero else EXIT_OK)
@@ -179,7 +179,7 @@ def fix(
         out(report.fixed_line(outcome.display, outcome.applied))
     for finding in remaining:
         out(report.finding_line(finding, settings.unsafe_fixes))
-    out(report.fix_summary(fixed, remaining, settings.unsafe_fixes))
+    out(report.fix_summary(fixed, remaining, settings.unsafe_fixes, failed))
     if failed:
         raise typer.Exit(EXIT_ERROR)
     raise typer.Exit(EXIT_FINDINGS if remaining and not exit_zero else EXIT_OK)
@@ -190,6 +190,8 @@ def apply(
     patch: Annotated[str, typer.Argument(help="A unified diff (from `gradfix fix --diff`, possibly edited), or - for stdin.")],
 ) -> None:
     """Apply a reviewed patch: each file gets all its hunks or none.
+
+    Run it from the folder where `gradfix fix --diff` made the patch (paths are relative to it).
 
     Context and removed lines must match the file exactly (a shifted position is
     found, as git and patch do; no fuzz). A file that does not match is left

@@ -76,23 +76,29 @@ def _fixability(findings: Sequence[Finding], unsafe_fixes: bool) -> list[str]:
     return parts
 
 
-def check_summary(findings: Sequence[Finding], unsafe_fixes: bool) -> str:
+def _failures(failed_files: int, verb: str) -> str:
+    return f"{plural(failed_files, 'file')} could not be {verb} (errors on stderr)."
+
+
+def check_summary(findings: Sequence[Finding], unsafe_fixes: bool, failed_files: int = 0) -> str:
+    """The last line of ``check``. ``failed_files``: files that could not be read or parsed."""
     if not findings:
-        return "All checks passed!"
+        return f"No findings, but {_failures(failed_files, 'checked')}" if failed_files else "All checks passed!"
     parts = _fixability(findings, unsafe_fixes)
     detail = f" ({', '.join(parts)})" if parts else ""
-    return f"Found {plural(len(findings), 'finding')}{detail}."
+    summary = f"Found {plural(len(findings), 'finding')}{detail}."
+    return f"{summary} {_failures(failed_files, 'checked')}" if failed_files else summary
 
 
-def fix_summary(fixed: int, remaining: Sequence[Finding], unsafe_fixes: bool) -> str:
+def fix_summary(fixed: int, remaining: Sequence[Finding], unsafe_fixes: bool, failed_files: int = 0) -> str:
     if not fixed and not remaining:
-        return "All checks passed!"
+        return f"No findings, but {_failures(failed_files, 'fully processed')}" if failed_files else "All checks passed!"
     summary = f"Found {plural(fixed + len(remaining), 'finding')} ({fixed} fixed, {len(remaining)} remaining)."
     if not unsafe_fixes:
         hidden = sum(1 for f in remaining if f.fix_safety is FixSafety.UNSAFE)
         if hidden:
             summary += f" {hidden} more fixable with `--unsafe-fixes`."
-    return summary
+    return f"{summary} {_failures(failed_files, 'fully processed')}" if failed_files else summary
 
 
 def applied_text(applied: dict[str, int]) -> str:

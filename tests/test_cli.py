@@ -91,6 +91,27 @@ def test_check_syntax_error_exit_2_other_files_still_checked(tmp_path):
     assert "good.py:4:1: GF101" in result.stdout
 
 
+def test_errors_only_never_say_all_checks_passed(tmp_path):
+    write(tmp_path / "bad.py", BROKEN)
+    result = run("check", "bad.py")
+    assert result.exit_code == 2
+    assert result.stdout == "No findings, but 1 file could not be checked (errors on stderr).\n"
+    write(tmp_path / "good.py", SAFE)
+    result = run("fix", ".")
+    assert result.stdout.splitlines()[-1] == (
+        "Found 1 finding (1 fixed, 0 remaining). 1 file could not be fully processed (errors on stderr)."
+    )
+
+
+def test_json_stays_valid_when_a_file_fails(tmp_path):
+    write(tmp_path / "bad.py", BROKEN)
+    write(tmp_path / "good.py", SAFE)
+    result = run("check", "--format", "json", ".")
+    assert result.exit_code == 2
+    assert [d["path"] for d in json.loads(result.stdout)] == ["good.py"]
+    assert "bad.py:2:5: syntax error" in result.stderr
+
+
 def test_check_missing_path_exit_2(tmp_path):
     write(tmp_path / "a.py", SAFE)
     result = run("check", "nope.py", "a.py")
