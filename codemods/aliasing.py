@@ -129,8 +129,8 @@ class AliasAnalysis:
             return _OWN_UPDATE
         if isinstance(parent, cst.AssignTarget):
             statement = self._parent_of(parent)
-            if isinstance(statement, cst.Assign):
-                return statement.value
+            if isinstance(statement, cst.Assign) and len(statement.targets) == 1:
+                return statement.value  # `a = b = value` binds one tensor to two names: shared
         if isinstance(parent, (cst.AnnAssign, cst.NamedExpr)):
             return parent.value
         if isinstance(parent, cst.Element):

@@ -61,9 +61,10 @@ def select_rules(select: Sequence[str] = (), ignore: Sequence[str] = ()) -> list
     return chosen
 
 
-def could_have_findings(source: str) -> bool:
-    """A cheap test: gradfix's rules only concern code that mentions torch."""
-    return "torch" in source
+def could_have_findings(source: str, rules: Sequence[Rule]) -> bool:
+    """A cheap text test before the libcst parse: code that mentions torch and
+    contains text that one of the rules needs (``+=``, ``.add_(``, ...)."""
+    return "torch" in source and any(rule.prescreen.search(source) for rule in rules)
 
 
 @dataclass
@@ -187,13 +188,11 @@ def check_source(
     ``keep_silenced`` also returns findings in no-grad and similar contexts,
     with ``Finding.context`` set (for reports on how much context removes).
     """
-    if not could_have_findings(source):
+    rules = select_rules(select, ignore)
+    if not could_have_findings(source, rules):
         _syntax_check_only(source)
         return []
     module = parse(source)
-    rules = select_rules(select, ignore)
-    if not rules:
-        return []
     ctx, raw = _analyze(module, rules, source)
     findings = []
     for item in raw:
@@ -333,10 +332,10 @@ def fix_source(
     A fix whose output does not parse is dropped and named in ``errors``; the
     rest still apply. The result never contains code that fails to parse.
     """
-    if not could_have_findings(source):
+    rules = select_rules(select, ignore)
+    if not could_have_findings(source, rules):
         _syntax_check_only(source)
         return FixResult(source=source)
-    rules = select_rules(select, ignore)
     module = parse(source)
     result = FixResult(source=source)
     broken: set[tuple[str, int, int]] = set()  # (rule, line, col) of fixes that broke the code

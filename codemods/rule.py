@@ -6,6 +6,7 @@ it knows nothing about files, the CLI or editors.
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING, ClassVar, Iterator
 
 import libcst as cst
@@ -28,6 +29,8 @@ class Rule:
     #: When the fix is safe, unsafe or display-only.
     fix_safety: ClassVar[str] = ""
     node_types: ClassVar[tuple[type[cst.CSTNode], ...]]
+    #: Text that any finding of this rule must contain. Files without it are not parsed by libcst.
+    prescreen: ClassVar["re.Pattern[str]"]
     examples: ClassVar[tuple[Example, ...]] = ()
 
     def check(self, node: cst.CSTNode, ctx: "RuleContext") -> Iterator[Report]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import textwrap
 
 import pytest
@@ -196,6 +197,7 @@ def test_module_functions_are_not_tensor_methods():
         "h = x.view(-1)",
         "h = torch.exp(x)\n    v = h[0]",
         "h = torch.exp(x)\n    v = h.t()",
+        "h = other = torch.exp(x)",
     ],
 )
 def test_possible_aliases_make_the_fix_unsafe(setup):
@@ -435,6 +437,7 @@ def test_fix_that_breaks_parsing_is_dropped_and_named(monkeypatch):
         name = "broken"
         why = "test"
         node_types = (cst.Name,)
+        prescreen = re.compile("target")
 
         def check(self, node, ctx):
             if node.value == "target":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Iterator
 
 import libcst as cst
@@ -61,6 +62,7 @@ class AugmentedAssignment(Rule):
         "(a float32 tensor plus a float64 tensor gives float64) where the in-place one kept the dtype."
     )
     node_types = (cst.AugAssign,)
+    prescreen = re.compile(r"(?:\*\*|//|<<|>>|[-+*/%&|^@])=")
     examples = (
         Example(
             before="import torch\ndef f(a):\n    x = torch.sigmoid(a)\n    x *= 2\n    return x\n",

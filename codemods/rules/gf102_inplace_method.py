@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Iterator, Optional, Sequence
 
@@ -97,6 +98,7 @@ class InplaceMethod(Rule):
         "Display-only inside a lambda, comprehension, conditional expression, the right side of `and`/`or`, an `elif` or `while` test, and for `resize_`/`set_`, which have no out-of-place form."
     )
     node_types = (cst.Call,)
+    prescreen = re.compile(r"\b(?:" + "|".join(sorted(map(re.escape, INPLACE_METHODS))) + r")\s*\(")
     examples = (
         Example(
             before="import torch\ndef f(a):\n    y = torch.sigmoid(a)\n    y.mul_(2)\n    return y\n",
