@@ -126,7 +126,11 @@ def _fix_file(path: str, display: str, settings: Settings, mode: str, cwd: str) 
     if new_data == source.data:  # pragma: no cover - text differs, so bytes do
         return outcome
     if mode == DIFF:
-        outcome.diff = patches.unified_diff(files.patch_path(path, cwd), source.data, new_data)
+        try:
+            outcome.diff = patches.unified_diff(files.patch_path(path, cwd), source.data, new_data)
+        except Exception as error:  # the diff's self-check failed: print nothing rather than a wrong diff
+            outcome.errors.append(_internal_error(display, error))
+            return outcome
         outcome.applied = dict(result.applied)
         return outcome
     try:
