@@ -2,11 +2,9 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-GRADFIX := $(VENV)/bin/gradfix
 # The CPU wheel of this release lies on the project's machines; any other
 # release would download a multi-GB CUDA build. Installed first, explicitly.
 TORCH_VERSION := 2.13.0
-DEMO_DIR := build/demo
 
 .PHONY: setup demo test corpus clean
 
@@ -20,15 +18,10 @@ $(VENV)/.installed: pyproject.toml
 	@$(PY) -c "import torch, sys; v = torch.__version__.split('+')[0]; sys.exit(0 if v == '$(TORCH_VERSION)' else 'torch ' + v + ' installed, expected $(TORCH_VERSION)')"
 	touch $@
 
-# The main job on the bundled fixtures, on a copy: findings, the diff for review, the fix,
-# then every fixed program is run under torch, forward and backward.
+# The main job on the bundled fixtures, on a copy in build/demo: findings, the diff for review,
+# the fix, then every program run under torch before and after (scripts/demo.py).
 demo: setup
-	rm -rf $(DEMO_DIR) && mkdir -p $(DEMO_DIR)
-	cd fixtures && for f in GF*/*.py; do case $$f in *.fixed.py) ;; *) mkdir -p ../$(DEMO_DIR)/$$(dirname $$f) && cp $$f ../$(DEMO_DIR)/$$f ;; esac; done
-	-$(GRADFIX) check $(DEMO_DIR)
-	-$(GRADFIX) fix --diff --unsafe-fixes $(DEMO_DIR)
-	-$(GRADFIX) fix --unsafe-fixes $(DEMO_DIR)
-	$(PY) tests/script_runner.py --summary $(DEMO_DIR)/GF*/*.py
+	$(PY) scripts/demo.py
 
 test: setup
 	$(PY) -m pytest
