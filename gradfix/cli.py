@@ -66,6 +66,63 @@ ConfigOpt = Annotated[
 ]
 
 
+class DeviceChoice(str, enum.Enum):
+    cpu = "cpu"
+    cuda = "cuda"
+    all = "all"
+
+
+RunOpt = Annotated[
+    Optional[str],
+    typer.Option("--run", help="A driver script (a smoke test or training step) run against the original and the fixed library files.", show_default=False),
+]
+DeviceOpt = Annotated[DeviceChoice, typer.Option("--device", help="Where to verify: cpu, cuda, or all (cpu plus cuda where available).")]
+TimeoutOpt = Annotated[float, typer.Option("--timeout", help="Seconds each run of a program may take.")]
+PythonOpt = Annotated[Optional[str], typer.Option("--python", help="Interpreter with torch to run the programs (default: this one).", show_default=False)]
+MemoryOpt = Annotated[int, typer.Option("--memory-mb", help="Memory cap for each run, in MB beyond torch's own (0: none; not applied on CUDA).")]
+
+
+def _verify_options(device: "DeviceChoice", timeout: float, python: Optional[str], memory_mb: int):
+    from .verification import Options
+
+    return Options(device=device.value, timeout=timeout, python=python, memory_mb=memory_mb or None)
+
+
+def _verify_then_write(outcomes: list[runner.FileOutcome], settings: Settings, driver: Optional[str], options) -> None:
+    """fix --verify: write each planned fix only if it verifies."""
+    from . import verification
+
+    planned = [o for o in outcomes if o.applied and o.new_data]
+    if not planned:
+        return
+    try:
+        if driver:
+            original, rewrite = verification.library_programs(driver, {o.path: o.new_text for o in planned})
+            result = verification.run(original, rewrite, f"{driver} with {plural(len(planned), 'fixed file')}", options)
+            verification.render_text([result])
+            for outcome in planned:
+                if result.verified:
+                    runner.write_planned(outcome, settings)
+                else:
+                    runner.withdraw_planned(outcome, settings, "the driver does not verify with the fixes")
+            return
+        for outcome in planned:
+            original = verification.Program(Path(outcome.path))
+            rewrite = verification.Program(Path(outcome.path), source=outcome.new_text)
+            result = verification.run(original, rewrite, outcome.display, options)
+            verification.render_text([result])
+            if result.verified:
+                runner.write_planned(outcome, settings)
+            else:
+                headline = next((v.headline() for v in result.verdicts if not v.verified), "not verified")
+                runner.withdraw_planned(outcome, settings, headline)
+    except verification.VerifyUsageError as error:
+        for outcome in planned:
+            if not outcome.written:
+                runner.withdraw_planned(outcome, settings, "verification could not run")
+        raise _fail(str(error)) from None
+
+
 def _fail(message: str) -> typer.Exit:
     err(f"error: {message}")
     return typer.Exit(EXIT_ERROR)
@@ -148,16 +205,29 @@ def check(
 def fix(
     paths: PathsArg = None,
     diff: Annotated[bool, typer.Option("--diff", help="Write nothing; print the unified diff that fixing would apply.")] = False,
+    verify_fixes: Annotated[bool, typer.Option("--verify", help="Write a file's fix only if `gradfix verify` proves it (script files, or with --run).")] = False,
+    run_driver: RunOpt = None,
     unsafe_fixes: UnsafeOpt = None,
     select: SelectOpt = None,
     ignore: IgnoreOpt = None,
     exit_zero: ExitZeroOpt = False,
     force_exclude: ForceExcludeOpt = False,
     config: ConfigOpt = None,
+    device: DeviceOpt = DeviceChoice.all,
+    timeout: TimeoutOpt = 120.0,
+    python: PythonOpt = None,
+    memory_mb: MemoryOpt = 8192,
 ) -> None:
     """Rewrite in-place operations in place (safe fixes; --unsafe-fixes for all)."""
     settings, discovery = _prepare(paths, select, ignore, unsafe_fixes, config, force_exclude)
-    outcomes = runner.run(discovery.files, settings, runner.DIFF if diff else runner.FIX)
+    if run_driver and not verify_fixes:
+        raise _fail("--run goes with --verify (or use `gradfix verify --run`)")
+    if verify_fixes and diff:
+        raise _fail("--verify writes verified fixes; --diff writes nothing: use one of them")
+    mode = runner.DIFF if diff else runner.PLAN if verify_fixes else runner.FIX
+    outcomes = runner.run(discovery.files, settings, mode)
+    if verify_fixes:
+        _verify_then_write(outcomes, settings, run_driver, _verify_options(device, timeout, python, memory_mb))
     failed = _report_problems(discovery, outcomes)
     changed = [o for o in outcomes if o.applied]
     fixed = sum(sum(o.applied.values()) for o in changed)
@@ -230,6 +300,63 @@ def apply(
         summary += f"; {plural(errors, 'file')} could not be read or written"
     out(summary + ".")
     raise typer.Exit(EXIT_ERROR if errors else EXIT_FINDINGS if refused else EXIT_OK)
+
+
+@app.command("verify")
+def verify_command(
+    paths: Annotated[
+        list[str],
+        typer.Argument(help="SCRIPT.py to verify against gradfix's fix of it; with --run, the library files or folders whose fixes are served to the driver."),
+    ],
+    fixed: Annotated[Optional[str], typer.Option("--fixed", help="Verify this rewrite of SCRIPT instead of gradfix's own fix.", show_default=False)] = None,
+    run_driver: RunOpt = None,
+    device: DeviceOpt = DeviceChoice.all,
+    output_format: Annotated[OutputFormat, typer.Option("--format", help="Output format.")] = OutputFormat.text,
+    timeout: TimeoutOpt = 120.0,
+    python: PythonOpt = None,
+    memory_mb: MemoryOpt = 8192,
+    unsafe_fixes: UnsafeOpt = None,
+    select: SelectOpt = None,
+    ignore: IgnoreOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Prove a rewrite: run original and rewritten code under torch and compare.
+
+    Checks, in order: the rewrite runs (forward and backward); its loss equals the
+    original's intended forward (the original run with autograd off); every leaf it
+    reads gets a gradient; the gradients agree with finite differences (float64,
+    random directions). Exit 0 verified, 1 failed or inconclusive, 2 usage error.
+    Nothing is written.
+    """
+    from . import verification
+
+    options = _verify_options(device, timeout, python, memory_mb)
+    try:
+        if run_driver:
+            if fixed:
+                raise _fail("--fixed verifies one script; with --run the fixes are gradfix's own")
+            settings, discovery = _prepare(paths, select, ignore, unsafe_fixes, config, False)
+            outcomes = runner.run(discovery.files, settings, runner.PLAN)
+            if _report_problems(discovery, outcomes):
+                raise typer.Exit(EXIT_ERROR)
+            planned = {o.path: o.new_text for o in outcomes if o.new_text}
+            notes = [] if planned else ["no fix applies to the given files: the driver is checked against the originals"]
+            original, rewrite = verification.library_programs(run_driver, planned)
+            subject = f"{run_driver} with {plural(len(planned), 'fixed file')}"
+            reports = [verification.run(original, rewrite, subject, options, notes)]
+        else:
+            if len(paths) != 1:
+                raise _fail("verify takes one SCRIPT.py (or --run DRIVER.py with library paths)")
+            settings, _ = _prepare(paths, select, ignore, unsafe_fixes, config, False)
+            original, rewrite, notes = verification.script_programs(paths[0], fixed, settings)
+            reports = [verification.run(original, rewrite, paths[0], options, notes)]
+    except (verification.VerifyUsageError, files.FileError) as error:
+        raise _fail(str(error)) from None
+    if output_format is OutputFormat.json:
+        out(verification.render_json(reports))
+    else:
+        verification.render_text(reports)
+    raise typer.Exit(EXIT_OK if all(r.verified for r in reports) else EXIT_FINDINGS)
 
 
 @app.command("rules")

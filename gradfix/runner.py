@@ -19,7 +19,8 @@ from .config import Settings, engine_selection
 #: Show a progress bar (on a terminal only) from this many files on.
 PROGRESS_THRESHOLD = 30
 
-CHECK, FIX, DIFF = "check", "fix", "diff"
+# PLAN computes fixes without writing them (``fix --verify`` writes what verifies).
+CHECK, FIX, DIFF, PLAN = "check", "fix", "diff", "plan"
 
 T = TypeVar("T")
 
@@ -34,6 +35,9 @@ class FileOutcome:
     notes: list[str] = field(default_factory=list)  # skipped files and similar, not errors
     diff: bytes = b""
     written: bool = False
+    original_text: str = ""  # PLAN: the text before and after fixing, and the bytes to write
+    new_text: str = ""
+    new_data: bytes = b""
 
 
 def _progress(items: Sequence[T], description: str) -> Iterator[T]:
@@ -53,7 +57,7 @@ def _progress(items: Sequence[T], description: str) -> Iterator[T]:
 
 def run(paths: Sequence[str], settings: Settings, mode: str, cwd: Optional[str] = None) -> list[FileOutcome]:
     cwd = cwd or os.getcwd()
-    description = {CHECK: "Checking", FIX: "Fixing", DIFF: "Diffing"}[mode]
+    description = {CHECK: "Checking", FIX: "Fixing", DIFF: "Diffing", PLAN: "Fixing"}[mode]
     outcomes = []
     for path in _progress(list(paths), description):
         display = files.display_path(path, cwd)
@@ -81,6 +85,27 @@ def _syntax_error(display: str, error: SourceSyntaxError) -> str:
 
 def _internal_error(display: str, error: BaseException) -> str:
     return f"{display}: internal error in gradfix ({type(error).__name__}: {error}); file left unchanged"
+
+
+def write_planned(outcome: FileOutcome, settings: Settings) -> None:
+    """Write a PLAN outcome's fixed bytes; on failure, record the error and restore its findings."""
+    try:
+        files.write_atomic(outcome.path, outcome.new_data, outcome.display)
+    except files.FileError as error:
+        outcome.errors.append(str(error))
+        select, ignore = engine_selection(settings.select, settings.ignore)
+        outcome.findings = check_source(outcome.original_text, outcome.display, select=select, ignore=ignore)
+        outcome.applied = {}
+        return
+    outcome.written = True
+
+
+def withdraw_planned(outcome: FileOutcome, settings: Settings, reason: str) -> None:
+    """A PLAN outcome that will not be written: its original findings remain."""
+    select, ignore = engine_selection(settings.select, settings.ignore)
+    outcome.findings = check_source(outcome.original_text, outcome.display, select=select, ignore=ignore)
+    outcome.applied = {}
+    outcome.notes.append(f"{outcome.display}: not written: {reason}")
 
 
 def _check_file(path: str, display: str, settings: Settings) -> FileOutcome:
@@ -124,6 +149,10 @@ def _fix_file(path: str, display: str, settings: Settings, mode: str, cwd: str) 
         outcome.findings = check_source(source.text, display, select=select, ignore=ignore)
         return outcome
     if new_data == source.data:  # pragma: no cover - text differs, so bytes do
+        return outcome
+    if mode == PLAN:
+        outcome.original_text, outcome.new_text, outcome.new_data = source.text, result.source, new_data
+        outcome.applied = dict(result.applied)
         return outcome
     if mode == DIFF:
         try:
