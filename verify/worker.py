@@ -159,7 +159,12 @@ class Recorder(TorchFunctionMode):
         if not (tensor.requires_grad and tensor.is_leaf):
             return
         key = id(tensor)
-        self.frozen.pop(key, None)  # a detached copy made a leaf again is a new variable
+        frozen = self.frozen.pop(key, None)
+        if frozen is not None:
+            # A detached copy made a leaf again (`y = x.clone().detach().requires_grad_()`) is a
+            # new variable: it starts from the unperturbed value, then is perturbed as its own leaf.
+            with torch.no_grad():
+                tensor.copy_(frozen[1])
         if key in self._known:
             return
         record = {"tensor": tensor, "read": False}
@@ -222,13 +227,20 @@ class Recorder(TorchFunctionMode):
                 if position == 0 and skip_first:
                     continue
                 self._read(tensor, grad_enabled and name not in STOP_GRADIENT)
-        writes_first = (name.endswith("_") and not name.startswith("__")) or name in (
-            "__iadd__", "__isub__", "__imul__", "__itruediv__", "__setitem__", "__set__")
+        writes_first = name not in METADATA and ((name.endswith("_") and not name.startswith("__")) or name in (
+            "__iadd__", "__isub__", "__imul__", "__itruediv__", "__setitem__", "__set__"))
         if self.mode == "reference" and writes_first and args:
             args = self._snapshot_overlaps(args)
+        frozen_view_of = None
         if self.frozen and args:
-            args = self._thaw_reads(args, writes_first)
+            if name in VIEWS and isinstance(args[0], torch.Tensor) and id(args[0]) in self.frozen:
+                frozen_view_of = self.frozen[id(args[0])][1]
+            elif name not in METADATA and name not in METADATA_ATTRIBUTES and name not in VIEWS:
+                args = self._thaw_reads(args, writes_first)
         result = func(*args, **kwargs)
+        if frozen_view_of is not None and isinstance(result, torch.Tensor):
+            # A view of a frozen alias is frozen too, with the same view of the unperturbed value.
+            self.frozen[id(result)] = (result, func(frozen_view_of, *args[1:], **kwargs))
         if self.mode == "reference" and name in FROZEN_ALIASES and isinstance(result, torch.Tensor):
             self._freeze(result)
             return result
