@@ -95,10 +95,13 @@ def _verify_then_write(outcomes: list[runner.FileOutcome], settings: Settings, d
     planned = [o for o in outcomes if o.applied and o.new_data]
     if not planned:
         return
+    session = None
     try:
+        session = verification.open_session(options)
         if driver:
             original, rewrite = verification.library_programs(driver, {o.path: o.new_text for o in planned})
-            result = verification.run(original, rewrite, f"{driver} with {plural(len(planned), 'fixed file')}", options)
+            result = verification.run(original, rewrite, f"{driver} with {plural(len(planned), 'fixed file')}", options,
+                                      session=session)
             verification.render_text([result])
             for outcome in planned:
                 if result.verified:
@@ -109,7 +112,7 @@ def _verify_then_write(outcomes: list[runner.FileOutcome], settings: Settings, d
         for outcome in planned:
             original = verification.Program(Path(outcome.path))
             rewrite = verification.Program(Path(outcome.path), source=outcome.new_text)
-            result = verification.run(original, rewrite, outcome.display, options)
+            result = verification.run(original, rewrite, outcome.display, options, session=session)
             verification.render_text([result])
             if result.verified:
                 runner.write_planned(outcome, settings)
@@ -121,6 +124,9 @@ def _verify_then_write(outcomes: list[runner.FileOutcome], settings: Settings, d
             if not outcome.written:
                 runner.withdraw_planned(outcome, settings, "verification could not run")
         raise _fail(str(error)) from None
+    finally:
+        if session is not None:
+            session.close()
 
 
 def _fail(message: str) -> typer.Exit:
@@ -332,6 +338,10 @@ def verify_command(
 
     options = _verify_options(device, timeout, python, memory_mb)
     try:
+        session = verification.open_session(options)
+    except verification.VerifyUsageError as error:
+        raise _fail(str(error)) from None
+    try:
         if run_driver:
             if fixed:
                 raise _fail("--fixed verifies one script; with --run the fixes are gradfix's own")
@@ -343,15 +353,17 @@ def verify_command(
             notes = [] if planned else ["no fix applies to the given files: the driver is checked against the originals"]
             original, rewrite = verification.library_programs(run_driver, planned)
             subject = f"{run_driver} with {plural(len(planned), 'fixed file')}"
-            reports = [verification.run(original, rewrite, subject, options, notes)]
+            reports = [verification.run(original, rewrite, subject, options, notes, session)]
         else:
             if len(paths) != 1:
                 raise _fail("verify takes one SCRIPT.py (or --run DRIVER.py with library paths)")
             settings, _ = _prepare(paths, select, ignore, unsafe_fixes, config, False)
             original, rewrite, notes = verification.script_programs(paths[0], fixed, settings)
-            reports = [verification.run(original, rewrite, paths[0], options, notes)]
+            reports = [verification.run(original, rewrite, paths[0], options, notes, session)]
     except (verification.VerifyUsageError, files.FileError) as error:
         raise _fail(str(error)) from None
+    finally:
+        session.close()
     if output_format is OutputFormat.json:
         out(verification.render_json(reports))
     else:

@@ -67,19 +67,32 @@ def devices_for(choice: str, session: WorkerSession) -> tuple[list[str], list[st
     return ["cpu"], ["CUDA is not available here: checked on CPU only"]
 
 
-def run(original: Program, rewrite: Program, subject: str, options: Options, notes: Sequence[str] = ()) -> Report:
-    report = Report(subject, notes=list(notes))
+def open_session(options: Options) -> WorkerSession:
+    """Start the worker now: it imports torch while gradfix makes the fix."""
     try:
-        with WorkerSession(options.python) as session:
-            devices, device_notes = devices_for(options.device, session)
-            report.notes.extend(device_notes)
-            for device in devices:
-                report.verdicts.append(
-                    verify(original, rewrite, device=device, timeout=options.timeout,
-                           memory_mb=options.memory_mb, session=session)
-                )
+        return WorkerSession(options.python)
     except WorkerError as error:
         raise VerifyUsageError(str(error)) from None
+
+
+def run(original: Program, rewrite: Program, subject: str, options: Options, notes: Sequence[str] = (),
+        session: Optional[WorkerSession] = None) -> Report:
+    report = Report(subject, notes=list(notes))
+    own = session is None
+    try:
+        session = session or WorkerSession(options.python)
+        devices, device_notes = devices_for(options.device, session)
+        report.notes.extend(device_notes)
+        for device in devices:
+            report.verdicts.append(
+                verify(original, rewrite, device=device, timeout=options.timeout,
+                       memory_mb=options.memory_mb, session=session)
+            )
+    except WorkerError as error:
+        raise VerifyUsageError(str(error)) from None
+    finally:
+        if own and session is not None:
+            session.close()
     return report
 
 

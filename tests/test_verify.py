@@ -276,7 +276,7 @@ def test_interpreter_without_torch_is_a_clear_error(tmp_path):
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(bare)], check=True)
     python = bare / "bin" / "python"
     with pytest.raises(WorkerError) as info:
-        WorkerSession(str(python))
+        WorkerSession(str(python)).start()
     assert "torch" in str(info.value)
 
 

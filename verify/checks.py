@@ -153,16 +153,28 @@ class Verifier:
 
     # -- running -----------------------------------------------------------------------
 
+    def _job(self, program: Program, **options: Any) -> dict[str, Any]:
+        return program.job(out_dir=self.session.new_dir(), device=self.device, timeout=self.timeout,
+                           memory_mb=self.memory_mb, **options)
+
+    def _run_many(self, jobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Run jobs side by side in the worker (one child each); results in order."""
+        answer = self.session.request({"kind": "runs", "jobs": jobs})
+        if answer.get("status") != "ok":
+            raise _Failure("inconclusive", "runs", f"the verifier's worker failed: {answer.get('message')}")
+        results = answer["results"]
+        for job, result in zip(jobs, results):
+            result["out_dir"] = job["out_dir"]
+        return results
+
     def _run(self, program: Program, **options: Any) -> dict[str, Any]:
-        out_dir = self.session.new_dir()
-        job = program.job(out_dir=out_dir, device=self.device, timeout=self.timeout,
-                          memory_mb=self.memory_mb, **options)
-        result = self.session.request(job)
-        result["out_dir"] = out_dir
-        return result
+        return self._run_many([self._job(program, **options)])[0]
+
+    def _reference_job(self, **options: Any) -> dict[str, Any]:
+        return self._job(self.original, mode="reference", float64=True, **options)
 
     def _reference(self, **options: Any) -> dict[str, Any]:
-        return self._run(self.original, mode="reference", float64=True, **options)
+        return self._run_many([self._reference_job(**options)])[0]
 
     def _check(self, name: str, started: float, status: str = PASSED, detail: str = "") -> None:
         self.verdict.checks.append(Check(name, status, detail, round(time.perf_counter() - started, 3)))
@@ -187,9 +199,16 @@ class Verifier:
         return self.verdict
 
     def _verify(self) -> None:
-        # 1. runs: the rewrite as the user runs it, to the end.
+        # The independent runs go to the worker together, so they use every core.
         t = time.perf_counter()
-        native = self._run(self.rewrite, mode="normal", float64=False)
+        record_file = str(Path(self.session.new_dir()) / "stop_gradient.pt")
+        native, rewrite, reference, again = self._run_many([
+            self._job(self.rewrite, mode="normal", float64=False),
+            self._job(self.rewrite, mode="normal", float64=True, stop_after_backward=True),
+            self._reference_job(record_file=record_file),
+            self._reference_job(),
+        ])
+        # 1. runs: the rewrite as the user runs it, to the end.
         if native["status"] != "ok":
             raise _Failure("failed", "runs", _describe_error(native))
         if native["backward_calls"] == 0:
@@ -204,16 +223,12 @@ class Verifier:
 
         # 2. forward matches: the rewrite's first loss against the original's reference forward.
         t = time.perf_counter()
-        rewrite = self._run(self.rewrite, mode="normal", float64=True, stop_after_backward=True)
         if rewrite["status"] != "ok" or rewrite.get("loss") is None:
             raise _Failure("inconclusive", "forward matches", "the rewrite fails when run in float64: " + _describe_error(rewrite))
-        record_file = str(Path(self.session.new_dir()) / "stop_gradient.pt")
-        reference = self._reference(record_file=record_file)
         if reference["status"] != "ok" or reference.get("loss") is None:
             if reference["status"] == "ok":
                 raise _Failure("inconclusive", "forward matches", "the original calls no backward() in reference mode")
             raise _Failure("inconclusive", "forward matches", "the original fails even with autograd off: " + _describe_error(reference))
-        again = self._reference()
         if again.get("loss") is None or not _close(again["loss"], reference["loss"], abs(reference["loss"])):
             raise _Failure("inconclusive", "forward matches", "the original's forward is not deterministic "
                            f"({_format_number(reference['loss'])} then {_format_number(again.get('loss') or float('nan'))})")
@@ -229,12 +244,11 @@ class Verifier:
         pairs = pair_leaves(reference["leaves"], rewrite["leaves"])
         read = [leaf for leaf in rewrite["leaves"] if leaf.get("forward_read")]
         missing = [leaf for leaf in read if not leaf.get("has_grad")]
-        for leaf in missing[:LEAVES_ATTRIBUTED]:
-            key = pairs.get(leaf["index"])
-            if key is None:
-                continue  # the original does not read it at all
-            plus = self._perturbed(DIRECTION_SEEDS[0], +1, record_file, [key], {})
-            minus = self._perturbed(DIRECTION_SEEDS[0], -1, record_file, [key], {})
+        probed = [leaf for leaf in missing[:LEAVES_ATTRIBUTED] if leaf["index"] in pairs]
+        losses = self._perturbed_many([(DIRECTION_SEEDS[0], sign, [pairs[leaf["index"]]])
+                                       for leaf in probed for sign in (+1, -1)], record_file, {})
+        for position, leaf in enumerate(probed):
+            plus, minus = losses[2 * position], losses[2 * position + 1]
             finite = (plus - minus) / (2 * EPSILON)
             if not _gradients_agree(finite, 0.0, abs(intended)):
                 raise _Failure("failed", "gradients present",
@@ -256,10 +270,11 @@ class Verifier:
             )
         outcome = self._directional(rewrite, reference, pairs, record_file, shifted=False)
         if outcome == "kink":
-            shifted_rewrite = self._run(self.rewrite, mode="normal", float64=True, stop_after_backward=True,
-                                        shift=SHIFT, leaf_keys=pairs)
             shifted_record = str(Path(self.session.new_dir()) / "stop_gradient.pt")
-            shifted_reference = self._reference(shift=SHIFT, record_file=shifted_record)
+            shifted_rewrite, shifted_reference = self._run_many([
+                self._job(self.rewrite, mode="normal", float64=True, stop_after_backward=True, shift=SHIFT, leaf_keys=pairs),
+                self._reference_job(shift=SHIFT, record_file=shifted_record),
+            ])
             if shifted_rewrite["status"] != "ok" or shifted_reference["status"] != "ok":
                 raise _Failure("inconclusive", "gradients correct", "a kink at the starting point, and the nearby point does not run")
             outcome = self._directional(shifted_rewrite, shifted_reference, pairs, shifted_record, shifted=True)
@@ -278,9 +293,10 @@ class Verifier:
         base = reference["loss"]
         shift = {"shift": SHIFT} if shifted else {}
         worst = 0.0
-        for seed, autograd in zip(DIRECTION_SEEDS, dots["dots"]):
-            plus = self._perturbed(seed, +1, record_file, None, shift)
-            minus = self._perturbed(seed, -1, record_file, None, shift)
+        losses = self._perturbed_many([(seed, sign, None) for seed in DIRECTION_SEEDS for sign in (+1, -1)],
+                                      record_file, shift)
+        for position, (seed, autograd) in enumerate(zip(DIRECTION_SEEDS, dots["dots"])):
+            plus, minus = losses[2 * position], losses[2 * position + 1]
             finite = (plus - minus) / (2 * EPSILON)
             if _gradients_agree(finite, autograd, abs(base)):
                 worst = max(worst, abs(finite - autograd))
@@ -294,24 +310,30 @@ class Verifier:
                                                                           finite, autograd))
         return f"{len(DIRECTION_SEEDS)} random directions agree with finite differences (largest difference {worst:.2g})"
 
-    def _perturbed(self, seed: int, sign: int, record_file: str, only: Optional[list[int]], shift: dict) -> float:
-        result = self._reference(perturb={"seed": seed, "eps": EPSILON, "sign": sign, "only": only},
-                                 replay_file=record_file, **shift)
-        if result["status"] != "ok" or result.get("loss") is None:
-            raise _Failure("inconclusive", "gradients correct", "the perturbed original fails: " + _describe_error(result))
-        if result.get("diverged"):
-            raise _Failure("inconclusive", "gradients correct", result["diverged"])
-        return float(result["loss"])
+    def _perturbed_many(self, runs: list[tuple[int, int, Optional[list[int]]]], record_file: str, shift: dict) -> list[float]:
+        """The original's reference loss with leaves moved along (seed, sign, only) each."""
+        jobs = [self._reference_job(perturb={"seed": seed, "eps": EPSILON, "sign": sign, "only": only},
+                                    replay_file=record_file, **shift) for seed, sign, only in runs]
+        losses = []
+        for result in self._run_many(jobs) if jobs else []:
+            if result["status"] != "ok" or result.get("loss") is None:
+                raise _Failure("inconclusive", "gradients correct", "the perturbed original fails: " + _describe_error(result))
+            if result.get("diverged"):
+                raise _Failure("inconclusive", "gradients correct", result["diverged"])
+            losses.append(float(result["loss"]))
+        return losses
 
     def _attribute(self, rewrite: dict, reference: dict, pairs: dict[int, int], record_file: str, seed: int,
                    shift: dict, finite: float, autograd: float) -> str:
         """Which leaf disagrees: finite differences along one leaf at a time."""
         by_original = {v: k for k, v in pairs.items()}
         grads_file = str(Path(rewrite["out_dir"]) / "grads.pt")
-        for leaf in reference["leaves"][:LEAVES_ATTRIBUTED]:
+        leaves = reference["leaves"][:LEAVES_ATTRIBUTED]
+        losses = self._perturbed_many([(seed, sign, [leaf["index"]]) for leaf in leaves for sign in (+1, -1)],
+                                      record_file, shift)
+        for position, leaf in enumerate(leaves):
             key = leaf["index"]
-            plus = self._perturbed(seed, +1, record_file, [key], shift)
-            minus = self._perturbed(seed, -1, record_file, [key], shift)
+            plus, minus = losses[2 * position], losses[2 * position + 1]
             leaf_finite = (plus - minus) / (2 * EPSILON)
             pair = {str(by_original[key]): key} if key in by_original else {}
             dots = self.session.request({"kind": "dot", "grads_file": grads_file, "seeds": [seed], "pairs": pair})

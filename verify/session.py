@@ -38,12 +38,31 @@ class WorkerSession:
             )
         except OSError as error:
             raise WorkerError(f"cannot start {self.python}: {error}") from None
-        ready = self._read_line()
-        if not ready.get("ready"):
-            raise WorkerError(f"worker did not start: {ready}")
-        self.torch_version: str = ready.get("torch", "?")
-        self.cuda_available: bool = bool(ready.get("cuda"))
+        # The worker imports torch while the caller goes on (making the fix, say);
+        # the first request, or a question about the worker, waits for it.
+        self._ready: Optional[dict[str, Any]] = None
         self._ids = itertools.count()
+
+    def _wait_ready(self) -> dict[str, Any]:
+        if self._ready is None:
+            ready = self._read_line()
+            if not ready.get("ready"):
+                raise WorkerError(f"worker did not start: {ready}")
+            self._ready = ready
+        return self._ready
+
+    @property
+    def torch_version(self) -> str:
+        return str(self._wait_ready().get("torch", "?"))
+
+    @property
+    def cuda_available(self) -> bool:
+        return bool(self._wait_ready().get("cuda"))
+
+    def start(self) -> "WorkerSession":
+        """Wait until the worker has imported torch; raises WorkerError if it cannot."""
+        self._wait_ready()
+        return self
 
     def _read_line(self) -> dict[str, Any]:
         line = self._process.stdout.readline() if self._process.stdout else ""
@@ -57,6 +76,7 @@ class WorkerSession:
         return tempfile.mkdtemp(dir=self.scratch.name)
 
     def request(self, job: dict[str, Any]) -> dict[str, Any]:
+        self._wait_ready()
         job = dict(job, id=next(self._ids))
         assert self._process.stdin is not None
         try:

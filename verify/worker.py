@@ -594,7 +594,8 @@ def _error_location(error, program_files):
 # --- the zygote ----------------------------------------------------------------------------
 
 
-def _fork_run(job):
+def _spawn(job):
+    """Fork a child that runs ``job``; returns (pid, pipe to read its result from)."""
     out_dir = job["out_dir"]
     read_fd, write_fd = os.pipe()
     pid = os.fork()
@@ -622,32 +623,52 @@ def _fork_run(job):
             pipe.write(json.dumps(result))
         os._exit(code)
     os.close(write_fd)
-    deadline = time.monotonic() + job.get("timeout", 120)
-    chunks = []
-    with os.fdopen(read_fd) as pipe:
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                os.kill(pid, signal.SIGKILL)
-                os.waitpid(pid, 0)
-                return {"status": "timeout", "message": f"no result after {job.get('timeout', 120)} s"}
-            ready, _, _ = select.select([pipe], [], [], min(remaining, 1.0))
-            if ready:
-                data = pipe.read()
-                chunks.append(data)
-                break
+    return pid, os.fdopen(read_fd)
+
+
+def _finish(job, pid, pipe, text, timed_out):
+    pipe.close()
+    if timed_out:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        return {"status": "timeout", "message": f"no result after {job.get('timeout', 120):g} s"}
     _, status = os.waitpid(pid, 0)
-    text = "".join(chunks)
     if not text:
         signal_number = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
         return {"status": "crashed", "message": f"the program's process died (signal {signal_number})"}
     result = json.loads(text)
     try:
-        with open(os.path.join(out_dir, "output.txt"), errors="replace") as captured:
+        with open(os.path.join(job["out_dir"], "output.txt"), errors="replace") as captured:
             result["output_tail"] = captured.read()[-1500:]
     except OSError:
         pass
     return result
+
+
+def _fork_many(jobs, parallel):
+    """Run jobs in forked children, ``parallel`` at a time; results in the jobs' order."""
+    results = [None] * len(jobs)
+    waiting = list(range(len(jobs)))
+    running = {}  # pipe -> (index, pid, deadline, chunks)
+    while waiting or running:
+        while waiting and len(running) < parallel:
+            index = waiting.pop(0)
+            pid, pipe = _spawn(jobs[index])
+            running[pipe] = (index, pid, time.monotonic() + jobs[index].get("timeout", 120), [])
+        now = time.monotonic()
+        for pipe, (index, pid, deadline, chunks) in list(running.items()):
+            if now >= deadline:
+                results[index] = _finish(jobs[index], pid, pipe, "", True)
+                del running[pipe]
+        if not running:
+            continue
+        soonest = min(deadline for _, _, deadline, _ in running.values())
+        ready, _, _ = select.select(list(running), [], [], max(0.0, min(soonest - time.monotonic(), 1.0)))
+        for pipe in ready:
+            index, pid, deadline, chunks = running.pop(pipe)
+            # The child writes its whole result at once, just before it exits.
+            results[index] = _finish(jobs[index], pid, pipe, pipe.read(), False)
+    return results
 
 
 def _dot(job):
@@ -675,7 +696,9 @@ def main():
         job = json.loads(line)
         try:
             if job["kind"] == "run":
-                answer = _fork_run(job)
+                answer = _fork_many([job], 1)[0]
+            elif job["kind"] == "runs":
+                answer = {"status": "ok", "results": _fork_many(job["jobs"], job.get("parallel") or os.cpu_count() or 1)}
             elif job["kind"] == "dot":
                 answer = _dot(job)
             else:
