@@ -1,0 +1,392 @@
+"""The engine, as an editor needs it: lint a buffer, fix one finding, fix everything.
+
+No pygls here: every function takes text and returns findings or text edits
+(code-point offsets, see :mod:`gradfix.lsp.text`), so the logic is tested
+without a server.
+
+Two ways to lint:
+
+* :func:`exact_lint` runs ``check_source`` on the whole buffer: the same result
+  as ``gradfix check``.
+* :func:`fast_lint` re-lints only the top-level definitions (functions, classes)
+  whose text changed, together with the module-level statements, and reuses
+  the findings of the unchanged definitions from the last result. The engine
+  costs about 1.5 ms per line, so this is what keeps diagnostics interactive in
+  long files. It is provisional: the server follows it with an exact lint.
+
+One finding's fix (:func:`single_fix`) is what ``fix_source`` makes of the
+buffer when that finding is the only one: every other finding that the same
+run would fix is silenced with a temporary ``# noqa`` comment, the fix runs to
+its fixed point, and the temporary comments are removed again.
+"""
+
+from __future__ import annotations
+
+import ast
+import bisect
+import dataclasses
+import time
+from dataclasses import dataclass, field
+from typing import Optional, Sequence
+
+from ..codemods import Finding, FixSafety, SourceSyntaxError, check_source, fix_source
+from .noqa import CommentSites
+from .settings import LintSettings
+from .text import Edit, apply_edits, minimal_edits, split_lines
+
+#: The prefix of the temporary noqa codes that isolate one fix (a code to the noqa regex).
+_MARKER = "GFLSPISOLATE"
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """A top-level function or class (decorators included): 0-based lines [start, end)."""
+
+    start: int
+    end: int
+    text: str
+
+
+@dataclass
+class Layout:
+    """The buffer cut into top-level definitions and the module-level statements around them."""
+
+    lines: list[str]
+    chunks: list[Chunk]
+    prelude: list[int]  # 0-based lines of module-level statements (not in any chunk)
+    statements: list[tuple[int, int]]  # every top-level statement, 0-based [start, end)
+
+    @property
+    def prelude_text(self) -> str:
+        return "".join(self.lines[i] for i in self.prelude)
+
+    def chunk_at(self, line: int) -> Optional[Chunk]:
+        """The chunk containing 0-based ``line``."""
+        for chunk in self.chunks:
+            if chunk.start <= line < chunk.end:
+                return chunk
+        return None
+
+    def statement_at(self, line: int) -> Optional[tuple[int, int]]:
+        for start, end in self.statements:
+            if start <= line < end:
+                return (start, end)
+        return None
+
+
+def layout(text: str) -> Layout:
+    """Raises SyntaxError or ValueError (null bytes) when CPython cannot parse ``text``."""
+    tree = ast.parse(text)
+    lines = split_lines(text)
+    chunks: list[Chunk] = []
+    statements: list[tuple[int, int]] = []
+    in_chunk: set[int] = set()
+    covered: set[int] = set()
+    for node in tree.body:
+        start = node.lineno - 1
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            start = min([start] + [d.lineno - 1 for d in node.decorator_list])
+        end = node.end_lineno or node.lineno
+        statements.append((start, end))
+        covered.update(range(start, end))
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            chunks.append(Chunk(start, end, "".join(lines[start:end])))
+            in_chunk.update(range(start, end))
+    prelude = sorted(covered - in_chunk)
+    return Layout(lines, chunks, prelude, statements)
+
+
+@dataclass
+class LintOutcome:
+    """One lint of one version of a buffer."""
+
+    version: int
+    text: str
+    settings: LintSettings
+    findings: list[Finding] = field(default_factory=list)
+    syntax_error: Optional[SourceSyntaxError] = None
+    internal_error: Optional[str] = None
+    exact: bool = True
+    elapsed: float = 0.0
+    layout: Optional[Layout] = None
+    # (prelude text, chunk text) -> findings with lines relative to the chunk's first line
+    cache: dict[tuple[str, str], tuple[Finding, ...]] = field(default_factory=dict)
+    linted_lines: int = 0  # how many lines the engine parsed
+
+
+def _shift(finding: Finding, delta: int) -> Finding:
+    if not delta:
+        return finding
+    return dataclasses.replace(finding, line=finding.line + delta, end_line=finding.end_line + delta)
+
+
+def _sort_key(finding: Finding) -> tuple:
+    return (finding.line, finding.col, finding.code)
+
+
+def _build_cache(found: Layout, findings: Sequence[Finding]) -> dict[tuple[str, str], tuple[Finding, ...]]:
+    prelude = found.prelude_text
+    by_chunk: dict[int, list[Finding]] = {id(c): [] for c in found.chunks}
+    for finding in findings:
+        chunk = found.chunk_at(finding.line - 1)
+        if chunk is not None:
+            by_chunk[id(chunk)].append(_shift(finding, -chunk.start))
+    return {(prelude, c.text): tuple(by_chunk[id(c)]) for c in found.chunks}
+
+
+def _syntax_outcome(version: int, text: str, settings: LintSettings, error: BaseException, started: float) -> LintOutcome:
+    if isinstance(error, SourceSyntaxError):
+        syntax = error
+    elif isinstance(error, SyntaxError):
+        syntax = SourceSyntaxError(error.msg, error.lineno or 1, error.offset or 1)
+    else:  # ValueError: source code string cannot contain null bytes
+        syntax = SourceSyntaxError(str(error), 1, 1)
+    return LintOutcome(version, text, settings, syntax_error=syntax, elapsed=time.perf_counter() - started)
+
+
+def exact_lint(version: int, text: str, path: str, settings: LintSettings) -> LintOutcome:
+    """``check_source`` on the whole buffer."""
+    started = time.perf_counter()
+    try:
+        findings = check_source(text, path, select=settings.select, ignore=settings.ignore)
+    except SourceSyntaxError as error:
+        return _syntax_outcome(version, text, settings, error, started)
+    except Exception as error:  # a bug in a rule must not take the server down
+        return LintOutcome(
+            version, text, settings, internal_error=f"{type(error).__name__}: {error}",
+            elapsed=time.perf_counter() - started,
+        )
+    outcome = LintOutcome(version, text, settings, findings=findings, linted_lines=text.count("\n") + 1)
+    try:
+        outcome.layout = layout(text)
+        outcome.cache = _build_cache(outcome.layout, findings)
+    except (SyntaxError, ValueError, RecursionError):  # libcst accepted what CPython does not
+        pass
+    outcome.elapsed = time.perf_counter() - started
+    return outcome
+
+
+def _focused(found: Layout, chunks: Sequence[Chunk]) -> tuple[str, list[int]]:
+    """The module-level statements and ``chunks``, in order; and focused line -> buffer line (0-based)."""
+    keep = set(found.prelude)
+    for chunk in chunks:
+        keep.update(range(chunk.start, chunk.end))
+    lines = sorted(keep)
+    return "".join(found.lines[i] for i in lines), lines
+
+
+def _map_finding(finding: Finding, lines: list[int]) -> Finding:
+    return dataclasses.replace(finding, line=lines[finding.line - 1] + 1, end_line=lines[finding.end_line - 1] + 1)
+
+
+def fast_lint(
+    version: int,
+    text: str,
+    path: str,
+    settings: LintSettings,
+    previous: Optional[LintOutcome],
+    max_share: float = 0.5,
+) -> LintOutcome:
+    """Lint only what changed since ``previous``; the whole buffer when that is not worth it."""
+    started = time.perf_counter()
+    try:
+        found = layout(text)
+    except (SyntaxError, ValueError) as error:
+        outcome = _syntax_outcome(version, text, settings, error, started)
+        outcome.exact = False  # libcst's message for what CPython accepts comes from the exact lint
+        return outcome
+    except RecursionError:
+        return exact_lint(version, text, path, settings)
+    usable = previous is not None and previous.settings == settings and previous.cache
+    if not usable or not found.chunks:
+        return exact_lint(version, text, path, settings)
+    prelude = found.prelude_text
+    dirty = [c for c in found.chunks if (prelude, c.text) not in previous.cache]  # type: ignore[union-attr]
+    focused_lines = len(found.prelude) + sum(c.end - c.start for c in dirty)
+    if focused_lines > max_share * max(1, len(found.lines)):
+        return exact_lint(version, text, path, settings)
+    focused_text, lines = _focused(found, dirty)
+    try:
+        focused = check_source(focused_text, path, select=settings.select, ignore=settings.ignore)
+    except Exception:  # libcst rejects a definition CPython accepts, or a rule failed: let the exact lint say
+        return exact_lint(version, text, path, settings)
+    findings = [_map_finding(f, lines) for f in focused]
+    cache: dict[tuple[str, str], tuple[Finding, ...]] = {}
+    fresh = _build_cache(found, findings)
+    for chunk in found.chunks:
+        key = (prelude, chunk.text)
+        if key in fresh and chunk in dirty:
+            cache[key] = fresh[key]
+        else:
+            cache[key] = previous.cache[key]  # type: ignore[union-attr]
+            findings.extend(_shift(f, chunk.start) for f in cache[key])
+    findings.sort(key=_sort_key)
+    return LintOutcome(
+        version, text, settings, findings=findings, exact=False, elapsed=time.perf_counter() - started,
+        layout=found, cache=cache, linted_lines=focused_lines,
+    )
+
+
+# --- fixes ---------------------------------------------------------------------------------
+
+
+def _fixed_by_run(finding: Finding, unsafe_fixes: bool) -> bool:
+    """Would a ``fix_source`` run with ``unsafe_fixes`` rewrite this finding?"""
+    if finding.fix_safety is FixSafety.SAFE:
+        return True
+    return finding.fix_safety is FixSafety.UNSAFE and unsafe_fixes
+
+
+@dataclass(frozen=True)
+class SingleFix:
+    edits: list[Edit]
+    companions: int = 0  # findings of the same rule on the same line, fixed together with this one
+
+
+def _isolated_text(text: str, path: str, target: Finding, findings: Sequence[Finding], settings: LintSettings) -> Optional[tuple[str, int]]:
+    """``text`` after fixing ``target`` as if it were the only finding, and the number of companions."""
+    unsafe = settings.unsafe_fixes or target.fix_safety is FixSafety.UNSAFE
+    silence: dict[int, list[str]] = {}
+    companions = 0
+    for other in findings:
+        if other == target or not _fixed_by_run(other, unsafe):
+            continue
+        if other.line == target.line and other.code == target.code:
+            companions += 1  # a line-wide noqa would silence the target too
+            continue
+        silence.setdefault(other.line, []).append(other.code)
+    marked = text
+    markers: list[str] = []
+    if silence:
+        sites = CommentSites(text)
+        edits = []
+        for number, (line, codes) in enumerate(sorted(silence.items())):
+            marker = f"{_MARKER}{number}"
+            edit = sites.noqa_edit(line, [*codes, marker], keep_whitespace=True)
+            if edit is None:
+                return None  # a finding on a line that cannot carry a comment: cannot isolate
+            markers.append(edit.new_text)
+            edits.append(edit)
+        marked = apply_edits(text, edits)
+    try:
+        result = fix_source(marked, path, select=settings.select, ignore=settings.ignore, unsafe_fixes=unsafe)
+    except Exception:
+        return None
+    fixed = result.source
+    for inserted in markers:
+        if fixed.count(inserted) != 1:
+            return None  # a fix moved or rewrote a temporary comment: do not guess
+        fixed = fixed.replace(inserted, "", 1)
+    if _MARKER in fixed:
+        return None
+    return fixed, companions
+
+
+def single_fix(
+    text: str,
+    path: str,
+    target: Finding,
+    findings: Optional[Sequence[Finding]],
+    settings: LintSettings,
+) -> Optional[SingleFix]:
+    """The edits of ``target``'s fix alone, on the whole buffer (None: nothing to apply).
+
+    ``findings``: the buffer's findings (None: computed here, as ``check_source`` gives them).
+    """
+    if target.fix_safety is FixSafety.DISPLAY_ONLY:
+        return None
+    if findings is None:
+        try:
+            findings = check_source(text, path, select=settings.select, ignore=settings.ignore)
+        except Exception:
+            return None
+        if target not in findings:
+            return None
+    isolated = _isolated_text(text, path, target, findings, settings)
+    if isolated is None or isolated[0] == text:
+        return None
+    return SingleFix(minimal_edits(text, isolated[0]), isolated[1])
+
+
+def focused_single_fix(
+    text: str, path: str, target: Finding, findings: Sequence[Finding], settings: LintSettings, found: Layout
+) -> Optional[SingleFix]:
+    """:func:`single_fix` on ``target``'s top-level definition and the module-level statements only.
+
+    Used when the engine reports the same findings there as in ``findings``; None
+    when it does not, when ``target`` is not inside a definition, or when the
+    edits do not carry over exactly (then the whole buffer is needed).
+    """
+    if target.fix_safety is FixSafety.DISPLAY_ONLY:
+        return None
+    return _focused_fix(text, path, target, findings, settings, found)
+
+
+def _focused_fix(
+    text: str, path: str, target: Finding, findings: Sequence[Finding], settings: LintSettings, found: Layout
+) -> Optional[SingleFix]:
+    chunk = found.chunk_at(target.line - 1)
+    if chunk is None or len(found.chunks) < 2:
+        return None
+    focused_text, lines = _focused(found, [chunk])
+    back = {buffer_line: i for i, buffer_line in enumerate(lines)}
+    kept = [f for f in findings if f.line - 1 in back and f.end_line - 1 in back]
+    local = [dataclasses.replace(f, line=back[f.line - 1] + 1, end_line=back[f.end_line - 1] + 1) for f in kept]
+    try:
+        seen = check_source(focused_text, path, select=settings.select, ignore=settings.ignore)
+    except Exception:
+        return None
+    if [_identity(f) for f in seen] != [_identity(f) for f in local]:
+        return None  # the definition alone does not reproduce the buffer's findings
+    local_target = local[kept.index(target)]
+    isolated = _isolated_text(focused_text, path, local_target, local, settings)
+    if isolated is None or isolated[0] == focused_text:
+        return None
+    edits = _map_edits(minimal_edits(focused_text, isolated[0]), focused_text, lines, found)
+    if edits is None:
+        return None
+    return SingleFix(edits, isolated[1])
+
+
+def _identity(finding: Finding) -> tuple:
+    return (finding.line, finding.col, finding.end_line, finding.end_col, finding.code, finding.fix_safety, finding.fix_title)
+
+
+def _map_edits(edits: list[Edit], focused_text: str, lines: list[int], found: Layout) -> Optional[list[Edit]]:
+    """Edits of the focused text as edits of the buffer; None if one does not carry over exactly.
+
+    An offset at the start of a focused line whose buffer line does not follow the
+    previous kept line (left-out lines in between) is ambiguous: the end of a
+    replaced range and an insertion (an added import) belong after the previous
+    kept line, the start of a replaced range at the start of its own line.
+    """
+    focused_starts = [0]
+    for i in lines:
+        focused_starts.append(focused_starts[-1] + len(found.lines[i]))
+    buffer_starts = [0]
+    for line in found.lines:
+        buffer_starts.append(buffer_starts[-1] + len(line))
+
+    def to_buffer(offset: int, after_previous: bool) -> int:
+        row = bisect.bisect_right(focused_starts, offset) - 1
+        if row >= len(lines):  # the end of the focused text: after its last line
+            return buffer_starts[lines[-1] + 1]
+        if after_previous and row > 0 and offset == focused_starts[row]:
+            return buffer_starts[lines[row - 1] + 1]
+        return buffer_starts[lines[row]] + offset - focused_starts[row]
+
+    buffer_text = "".join(found.lines)
+    mapped = []
+    for edit in edits:
+        start = to_buffer(edit.start, after_previous=edit.start == edit.end)
+        end = to_buffer(edit.end, after_previous=True)
+        if buffer_text[start:end] != focused_text[edit.start : edit.end]:
+            return None
+        mapped.append(Edit(start, end, edit.new_text))
+    return mapped
+
+
+def fix_all(text: str, path: str, settings: LintSettings) -> list[Edit]:
+    """The edits of ``gradfix fix`` on the buffer (safe fixes; unsafe ones too when configured)."""
+    result = fix_source(text, path, select=settings.select, ignore=settings.ignore, unsafe_fixes=settings.unsafe_fixes)
+    return minimal_edits(text, result.source)

@@ -1,0 +1,793 @@
+"""``gradfix lsp``: the Language Server Protocol server (pygls, stdio).
+
+Diagnostics are pushed after open, change (debounced) and save, or pulled with
+``textDocument/diagnostic`` by clients that support it (then nothing is pushed,
+so the editor does not show each finding twice). Code actions: a quick fix per
+finding (preferred when safe, "(unsafe)" when not), "Disable GFxxx for this
+line", and ``source.fixAll.gradfix``. Edits are computed lazily through
+``codeAction/resolve`` when the client supports it.
+
+Work runs on two daemon threads so the protocol stays responsive: a *fast lane*
+for interactive work (lints of short buffers, re-lints of the changed
+definitions of long ones, quick fixes) and a *full lane* for whole-buffer work
+on long buffers (the exact lint that follows a fast one, fix-all). A lint always
+takes the buffer's latest text: changes that arrive meanwhile are not queued,
+the next lint simply starts from the newest text. The server never writes files;
+edits go to the editor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
+
+from lsprotocol import types
+from pygls.exceptions import JsonRpcContentModified
+from pygls.lsp.server import LanguageServer
+from pygls.protocol import LanguageServerProtocol
+from pygls.protocol.language_server import lsp_method
+from pygls.uris import to_fs_path
+
+from .. import __version__
+from ..codemods import RULES_BY_CODE, Finding, FixSafety
+from . import analysis
+from .noqa import CommentSites
+from .settings import ClientOptions, DocumentSettings, parse_client_options, resolve
+from .text import UTF8, UTF16, UTF32, Edit, TextIndex
+
+logger = logging.getLogger("gradfix.lsp")
+
+SOURCE = "gradfix"
+FIX_ALL_KIND = "source.fixAll.gradfix"
+#: Quiet time after a change before linting (a burst of keystrokes is linted once).
+DEBOUNCE = 0.05
+#: Quiet time before the exact whole-buffer lint that follows a fast one.
+EXACT_DELAY = 0.4
+#: A buffer whose whole lint took less than this is always linted whole.
+CHEAP_LINT = 0.1
+#: Before the first lint: buffers up to this many lines count as cheap.
+CHEAP_LINES = 100
+#: Larger buffers are not linted (as `gradfix check` skips files over 10 MiB).
+MAX_CHARS = 10 * 1024 * 1024
+
+
+def _local_docs() -> Optional[str]:
+    """A file:// URI of docs/rules.md when gradfix runs from its source tree (an editable install)."""
+    path = Path(__file__).resolve().parents[2] / "docs" / "rules.md"
+    return path.as_uri() if path.is_file() else None
+
+
+class Lane:
+    """One daemon worker thread; results come back as asyncio futures."""
+
+    def __init__(self, name: str) -> None:
+        self._queue: "queue.SimpleQueue[tuple]" = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> "asyncio.Future[Any]":
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        self._queue.put((loop, future, fn, args))
+        return future
+
+    def _run(self) -> None:
+        while True:
+            loop, future, fn, args = self._queue.get()
+            if future.cancelled():  # nobody waits for it any more
+                continue
+            try:
+                result = fn(*args)
+            except BaseException as error:  # noqa: BLE001 - handed to the waiting coroutine
+                loop.call_soon_threadsafe(_settle, future, None, error)
+            else:
+                loop.call_soon_threadsafe(_settle, future, result, None)
+
+
+def _settle(future: "asyncio.Future[Any]", result: Any, error: Optional[BaseException]) -> None:
+    if future.done():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
+
+
+@dataclass(eq=False)
+class Document:
+    uri: str
+    path: Optional[str]
+    version: int
+    text: str
+    settings: DocumentSettings
+    generation: int = 0  # bumped by every change of text or settings
+    outcome: Optional[analysis.LintOutcome] = None  # the newest lint (maybe of an older generation)
+    whole_cost: Optional[float] = None  # seconds the last whole-buffer lint took
+    closed: bool = False
+    timer: Optional[asyncio.TimerHandle] = None
+    exact_timer: Optional[asyncio.TimerHandle] = None
+    lint_task: Optional["asyncio.Task[None]"] = None
+    exact_task: Optional["asyncio.Task[None]"] = None
+    exact_again: bool = False
+    waiters: list["asyncio.Future[None]"] = field(default_factory=list)
+    published: Optional[tuple] = None  # (generation, diagnostics key) last published
+    result_id: str = ""
+    result_count: int = 0
+    pulled_generation: Optional[int] = None
+    _index: Optional[TextIndex] = None
+
+    def current(self) -> Optional[analysis.LintOutcome]:
+        """The lint of the buffer as it is now, if there is one yet."""
+        outcome = self.outcome
+        return outcome if outcome is not None and outcome.version == self.generation else None
+
+    def index(self, text: str, encoding: str) -> TextIndex:
+        if self._index is None or self._index.text is not text or self._index.encoding != encoding:
+            self._index = TextIndex(text, encoding)
+        return self._index
+
+    @property
+    def engine_path(self) -> str:
+        return self.path or self.uri
+
+    @property
+    def expensive(self) -> bool:
+        if self.whole_cost is not None:
+            return self.whole_cost >= CHEAP_LINT
+        return self.text.count("\n") > CHEAP_LINES
+
+
+class GradfixProtocol(LanguageServerProtocol):
+    """Keeps documents in the server's own store (LSP line breaks, any position encoding)."""
+
+    _server: "GradfixServer"
+
+    @lsp_method(types.TEXT_DOCUMENT_DID_OPEN)
+    def lsp_text_document__did_open(self, params: types.DidOpenTextDocumentParams):
+        if (handler := self.fm.features.get(types.TEXT_DOCUMENT_DID_OPEN)) is not None:
+            yield handler, (params,), None
+
+    @lsp_method(types.TEXT_DOCUMENT_DID_CHANGE)
+    def lsp_text_document__did_change(self, params: types.DidChangeTextDocumentParams):
+        if (handler := self.fm.features.get(types.TEXT_DOCUMENT_DID_CHANGE)) is not None:
+            yield handler, (params,), None
+
+    @lsp_method(types.TEXT_DOCUMENT_DID_CLOSE)
+    def lsp_text_document__did_close(self, params: types.DidCloseTextDocumentParams):
+        if (handler := self.fm.features.get(types.TEXT_DOCUMENT_DID_CLOSE)) is not None:
+            yield handler, (params,), None
+
+
+class GradfixServer(LanguageServer):
+    def __init__(self) -> None:
+        super().__init__("gradfix", __version__, protocol_cls=GradfixProtocol)
+        self.documents: dict[str, Document] = {}
+        self.init_options = ClientOptions()
+        self.workspace_options = ClientOptions()
+        self.options = ClientOptions()
+        self.encoding = UTF16
+        self.push = True
+        self.lazy_edits = False
+        self.document_changes = False
+        self.refresh_support = False
+        self.pull_configuration = False
+        self.root: Optional[str] = None
+        self.shown: set[str] = set()
+        self.pending_messages: list[str] = []
+        self._fast: Optional[Lane] = None
+        self._full: Optional[Lane] = None
+
+    # -- lanes --------------------------------------------------------------------------
+
+    @property
+    def fast(self) -> Lane:
+        if self._fast is None:
+            self._fast = Lane("gradfix-fast")
+        return self._fast
+
+    @property
+    def full(self) -> Lane:
+        if self._full is None:
+            self._full = Lane("gradfix-full")
+        return self._full
+
+    def lane_for(self, doc: Document) -> Lane:
+        return self.full if doc.expensive else self.fast
+
+    # -- messages -----------------------------------------------------------------------
+
+    def tell(self, message: str, kind: types.MessageType = types.MessageType.Warning) -> None:
+        """Show a message once (configuration problems, internal errors)."""
+        self.window_log_message(types.LogMessageParams(type=kind, message=message))
+        if message not in self.shown:
+            self.shown.add(message)
+            self.window_show_message(types.ShowMessageParams(type=kind, message=message))
+
+    # -- settings -------------------------------------------------------------------------
+
+    def set_options(self, init: Optional[ClientOptions] = None, workspace: Optional[ClientOptions] = None) -> None:
+        if init is not None:
+            self.init_options = init
+        if workspace is not None:
+            self.workspace_options = workspace
+        merged = {
+            name: getattr(self.workspace_options, name)
+            if getattr(self.workspace_options, name) is not None
+            else getattr(self.init_options, name)
+            for name in ClientOptions.__dataclass_fields__
+        }
+        self.options = ClientOptions(**merged)
+
+    def settings_for(self, path: Optional[str]) -> DocumentSettings:
+        settings = resolve(path, self.root, self.options)
+        for message in settings.messages:
+            self.tell(message)
+        return settings
+
+    def docs_href(self, finding: Finding) -> Optional[str]:
+        rule = RULES_BY_CODE.get(finding.code)
+        anchor = f"{finding.code.lower()}-{rule.name if rule is not None else finding.name}"
+        base = self.options.docs_base_url or _local_docs()
+        if not base:
+            return None
+        return base.split("#", 1)[0] + "#" + anchor
+
+    def refresh_settings(self, docs: Optional[Sequence[Document]] = None, force: bool = False) -> None:
+        """Re-read each document's settings; re-lint those whose settings changed."""
+        for doc in list(docs if docs is not None else self.documents.values()):
+            settings = self.settings_for(doc.path)
+            if force or settings != doc.settings:
+                doc.settings = settings
+                doc.generation += 1
+                self.schedule(doc, 0)
+        if self.refresh_support and not self.push:
+            self.workspace_diagnostic_refresh(None)
+
+    async def pull_workspace_configuration(self) -> None:
+        if not self.pull_configuration:
+            return
+        try:
+            values = await self.workspace_configuration_async(
+                types.ConfigurationParams(items=[types.ConfigurationItem(section="gradfix")])
+            )
+        except Exception as error:  # a client that fails the request keeps the current settings
+            logger.warning("workspace/configuration failed: %s", error)
+            return
+        raw = values[0] if values else None
+        if isinstance(raw, dict):
+            options, errors = parse_client_options(raw)
+            for message in errors:
+                self.tell(message)
+            self.set_options(workspace=options)
+
+    # -- linting ----------------------------------------------------------------------------
+
+    def schedule(self, doc: Document, delay: float = DEBOUNCE) -> None:
+        if doc.timer is not None:
+            doc.timer.cancel()
+        loop = asyncio.get_running_loop()
+        doc.timer = loop.call_later(delay, self._start_lint, doc)
+
+    def _start_lint(self, doc: Document) -> None:
+        doc.timer = None
+        if doc.closed:
+            return
+        if doc.lint_task is None or doc.lint_task.done():
+            doc.lint_task = asyncio.get_running_loop().create_task(self._lint_loop(doc))
+
+    async def _lint_loop(self, doc: Document) -> None:
+        while not doc.closed and doc.current() is None:
+            generation, text, settings = doc.generation, doc.text, doc.settings
+            try:
+                if settings.excluded or len(text) > MAX_CHARS:
+                    if len(text) > MAX_CHARS and not settings.excluded:
+                        self.tell(f"{doc.engine_path}: not linted: larger than {MAX_CHARS // (1024 * 1024)} MiB")
+                    outcome = analysis.LintOutcome(generation, text, settings.lint)
+                elif not doc.expensive:
+                    outcome = await self.fast.submit(analysis.exact_lint, generation, text, doc.engine_path, settings.lint)
+                elif doc.outcome is not None and doc.outcome.cache and doc.outcome.settings == settings.lint:
+                    outcome = await self.fast.submit(
+                        analysis.fast_lint, generation, text, doc.engine_path, settings.lint, doc.outcome
+                    )
+                else:
+                    outcome = await self.full.submit(analysis.exact_lint, generation, text, doc.engine_path, settings.lint)
+            except Exception as error:  # pragma: no cover - the analysis functions catch engine errors
+                logger.exception("lint failed")
+                outcome = analysis.LintOutcome(generation, text, settings.lint, internal_error=str(error))
+            self.accept(doc, outcome)
+
+    def accept(self, doc: Document, outcome: analysis.LintOutcome) -> None:
+        """Keep a finished lint; publish it if it is of the current text."""
+        if doc.closed:
+            return
+        if outcome.exact and outcome.linted_lines:
+            doc.whole_cost = outcome.elapsed
+        previous = doc.outcome
+        newer = previous is None or outcome.version > previous.version
+        better = previous is not None and outcome.version == previous.version and outcome.exact and not previous.exact
+        if newer or better:
+            doc.outcome = outcome  # a stale one is still worth its cache
+        if outcome is not doc.outcome or outcome.version != doc.generation:
+            return
+        if outcome.internal_error:
+            self.tell(f"gradfix: internal error on {doc.engine_path}: {outcome.internal_error}", types.MessageType.Error)
+        self.publish(doc, outcome)
+        for waiter in doc.waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+        doc.waiters.clear()
+        if not outcome.exact:
+            self.schedule_exact(doc)
+
+    def schedule_exact(self, doc: Document) -> None:
+        if doc.exact_timer is not None:
+            doc.exact_timer.cancel()
+        doc.exact_timer = asyncio.get_running_loop().call_later(EXACT_DELAY, self._start_exact, doc)
+
+    def _start_exact(self, doc: Document) -> None:
+        doc.exact_timer = None
+        if doc.closed:
+            return
+        if doc.exact_task is not None and not doc.exact_task.done():
+            doc.exact_again = True
+            return
+        doc.exact_task = asyncio.get_running_loop().create_task(self._exact_loop(doc))
+
+    async def _exact_loop(self, doc: Document) -> None:
+        while not doc.closed:
+            doc.exact_again = False
+            current = doc.current()
+            if current is not None and current.exact:
+                return
+            generation, text, settings = doc.generation, doc.text, doc.settings.lint
+            outcome = await self.full.submit(analysis.exact_lint, generation, text, doc.engine_path, settings)
+            self.accept(doc, outcome)
+            if not doc.exact_again:
+                return
+
+    async def current_outcome(self, doc: Document) -> Optional[analysis.LintOutcome]:
+        """The lint of the buffer's current text, linting now if needed (no debounce)."""
+        while not doc.closed:
+            outcome = doc.current()
+            if outcome is not None:
+                return outcome
+            if doc.timer is not None:
+                doc.timer.cancel()
+                doc.timer = None
+            self._start_lint(doc)
+            waiter = asyncio.get_running_loop().create_future()
+            doc.waiters.append(waiter)
+            await waiter
+        return None
+
+    # -- diagnostics ------------------------------------------------------------------------
+
+    def visible(self, outcome: analysis.LintOutcome) -> list[Finding]:
+        if outcome.settings.level == "error":
+            return [f for f in outcome.findings if getattr(f, "level", None) == "error"]
+        return list(outcome.findings)
+
+    def finding_range(self, doc: Document, outcome: analysis.LintOutcome, finding: Finding) -> types.Range:
+        index = doc.index(outcome.text, self.encoding)
+        start = index.position_of_code_point(finding.line - 1, finding.col - 1)
+        end = index.position_of_code_point(finding.end_line - 1, finding.end_col - 1)
+        return types.Range(types.Position(start.line, start.character), types.Position(end.line, end.character))
+
+    def diagnostic(self, doc: Document, outcome: analysis.LintOutcome, finding: Finding) -> types.Diagnostic:
+        href = self.docs_href(finding)
+        level = getattr(finding, "level", None)
+        return types.Diagnostic(
+            range=self.finding_range(doc, outcome, finding),
+            message=finding.message,
+            severity=types.DiagnosticSeverity.Error if level == "error" else types.DiagnosticSeverity.Warning,
+            code=finding.code,
+            code_description=types.CodeDescription(href=href) if href else None,
+            source=SOURCE,
+            data={"fixSafety": finding.fix_safety.value, "fixTitle": finding.fix_title},
+        )
+
+    def diagnostics(self, doc: Document, outcome: analysis.LintOutcome) -> list[types.Diagnostic]:
+        error = outcome.syntax_error
+        if error is not None:
+            index = doc.index(outcome.text, self.encoding)
+            line = max(0, min(error.line - 1, index.line_count - 1))
+            content = index.line_content(line)
+            column = max(0, min(error.col - 1, len(content)))
+            start = index.position_of_code_point(line, column)
+            end = index.position_of_code_point(line, min(column + 1, len(content)))
+            return [
+                types.Diagnostic(
+                    range=types.Range(types.Position(start.line, start.character), types.Position(end.line, end.character)),
+                    message=f"syntax error: {error.message}",
+                    severity=types.DiagnosticSeverity.Error,
+                    source=SOURCE,
+                )
+            ]
+        return [self.diagnostic(doc, outcome, f) for f in self.visible(outcome)]
+
+    def publish(self, doc: Document, outcome: analysis.LintOutcome) -> None:
+        diagnostics = self.diagnostics(doc, outcome)
+        key = (outcome.version, tuple(_diagnostic_key(d) for d in diagnostics))
+        if doc.published == key:
+            return
+        doc.published = key
+        doc.result_count += 1
+        doc.result_id = f"{doc.generation}.{doc.result_count}"
+        if self.push:
+            self.text_document_publish_diagnostics(
+                types.PublishDiagnosticsParams(uri=doc.uri, version=doc.version, diagnostics=diagnostics)
+            )
+        elif doc.pulled_generation == outcome.version and self.refresh_support:
+            # The client already pulled this text (the fast lint's result); the exact one differs.
+            self.workspace_diagnostic_refresh(None)
+
+    # -- code actions -----------------------------------------------------------------------
+
+    def workspace_edit(self, doc: Document, text: str, edits: Sequence[Edit]) -> types.WorkspaceEdit:
+        index = doc.index(text, self.encoding)
+        text_edits = []
+        for edit in edits:
+            start, end = index.position(edit.start), index.position(edit.end)
+            text_edits.append(
+                types.TextEdit(
+                    range=types.Range(types.Position(start.line, start.character), types.Position(end.line, end.character)),
+                    new_text=edit.new_text,
+                )
+            )
+        if self.document_changes:
+            return types.WorkspaceEdit(
+                document_changes=[
+                    types.TextDocumentEdit(
+                        text_document=types.OptionalVersionedTextDocumentIdentifier(uri=doc.uri, version=doc.version),
+                        edits=text_edits,
+                    )
+                ]
+            )
+        return types.WorkspaceEdit(changes={doc.uri: text_edits})
+
+    def noqa_edit(self, outcome: analysis.LintOutcome, finding: Finding) -> Optional[Edit]:
+        found = outcome.layout
+        span = found.statement_at(finding.line - 1) if found is not None else None
+        if found is not None and span is not None:
+            start, end = span
+            offset = sum(len(line) for line in found.lines[:start])
+            sites = CommentSites("".join(found.lines[start:end]), first_line=start + 1, first_offset=offset)
+        else:
+            sites = CommentSites(outcome.text)
+        return sites.noqa_edit(finding.line, [finding.code])
+
+    async def single_fix(self, doc: Document, outcome: analysis.LintOutcome, finding: Finding) -> Optional[analysis.SingleFix]:
+        text, path, settings = outcome.text, doc.engine_path, outcome.settings
+        if doc.expensive and outcome.layout is not None:
+            fix = await self.fast.submit(
+                analysis.focused_single_fix, text, path, finding, outcome.findings, settings, outcome.layout
+            )
+            if fix is not None:
+                return fix
+        known = outcome.findings if outcome.exact else None
+        return await self.lane_for(doc).submit(analysis.single_fix, text, path, finding, known, settings)
+
+    async def fix_all(self, doc: Document, outcome: analysis.LintOutcome) -> list[Edit]:
+        return await self.lane_for(doc).submit(analysis.fix_all, outcome.text, doc.engine_path, outcome.settings)
+
+
+def _diagnostic_key(diagnostic: types.Diagnostic) -> tuple:
+    r = diagnostic.range
+    return (r.start.line, r.start.character, r.end.line, r.end.character, diagnostic.code, diagnostic.severity, diagnostic.message)
+
+
+def _wants(kind: str, only: Optional[Sequence[str]]) -> bool:
+    if not only:
+        return True
+    return any(kind == wanted or kind.startswith(wanted + ".") for wanted in only)
+
+
+def _overlaps(a: types.Range, b: types.Range) -> bool:
+    def key(p: types.Position) -> tuple[int, int]:
+        return (p.line, p.character)
+
+    return key(a.start) <= key(b.end) and key(b.start) <= key(a.end)
+
+
+def _finding_id(finding: Finding) -> list:
+    return [finding.code, finding.line, finding.col, finding.end_line, finding.end_col]
+
+
+def _fixed_by_run(finding: Finding, unsafe_fixes: bool) -> bool:
+    return finding.fix_safety is FixSafety.SAFE or (finding.fix_safety is FixSafety.UNSAFE and unsafe_fixes)
+
+
+def _capability(obj: Any, *names: str) -> Any:
+    for name in names:
+        if obj is None:
+            return None
+        obj = getattr(obj, name, None)
+    return obj
+
+
+def create_server() -> GradfixServer:
+    server = GradfixServer()
+
+    @server.feature(types.INITIALIZE)
+    def initialize(ls: GradfixServer, params: types.InitializeParams) -> None:
+        caps = params.capabilities
+        encoding = ls.workspace.position_encoding
+        ls.encoding = {types.PositionEncodingKind.Utf8: UTF8, types.PositionEncodingKind.Utf32: UTF32}.get(
+            encoding, UTF16  # type: ignore[arg-type]
+        )
+        ls.push = _capability(caps, "text_document", "diagnostic") is None
+        ls.refresh_support = bool(_capability(caps, "workspace", "diagnostics", "refresh_support"))
+        properties = _capability(caps, "text_document", "code_action", "resolve_support", "properties") or []
+        ls.lazy_edits = "edit" in properties
+        ls.document_changes = bool(_capability(caps, "workspace", "workspace_edit", "document_changes"))
+        ls.pull_configuration = bool(_capability(caps, "workspace", "configuration"))
+        if params.workspace_folders:
+            ls.root = to_fs_path(params.workspace_folders[0].uri)
+        elif params.root_uri:
+            ls.root = to_fs_path(params.root_uri)
+        elif params.root_path:
+            ls.root = params.root_path
+        options, errors = parse_client_options(params.initialization_options)
+        ls.pending_messages.extend(errors)
+        ls.set_options(init=options)
+
+    @server.feature(types.INITIALIZED)
+    async def initialized(ls: GradfixServer, params: types.InitializedParams) -> None:
+        for message in ls.pending_messages:
+            ls.tell(message)
+        ls.pending_messages.clear()
+        if _capability(ls.client_capabilities, "workspace", "did_change_watched_files", "dynamic_registration"):
+            try:
+                ls.client_register_capability(
+                    types.RegistrationParams(
+                        registrations=[
+                            types.Registration(
+                                id="gradfix-pyproject",
+                                method=types.WORKSPACE_DID_CHANGE_WATCHED_FILES,
+                                register_options=types.DidChangeWatchedFilesRegistrationOptions(
+                                    watchers=[types.FileSystemWatcher(glob_pattern="**/pyproject.toml")]
+                                ),
+                            )
+                        ]
+                    )
+                )
+            except Exception:  # pragma: no cover - optional
+                logger.warning("could not register a pyproject.toml watcher")
+        before = ls.options
+        await ls.pull_workspace_configuration()
+        if ls.options != before:
+            ls.refresh_settings()
+
+    @server.feature(types.TEXT_DOCUMENT_DID_OPEN)
+    def did_open(ls: GradfixServer, params: types.DidOpenTextDocumentParams) -> None:
+        item = params.text_document
+        old = ls.documents.pop(item.uri, None)
+        if old is not None:
+            _close(old)
+        path = to_fs_path(item.uri) if item.uri.startswith("file:") else None
+        doc = Document(item.uri, path, item.version, item.text, ls.settings_for(path))
+        ls.documents[item.uri] = doc
+        ls.schedule(doc, 0)
+
+    @server.feature(types.TEXT_DOCUMENT_DID_CHANGE)
+    def did_change(ls: GradfixServer, params: types.DidChangeTextDocumentParams) -> None:
+        doc = ls.documents.get(params.text_document.uri)
+        if doc is None:
+            logger.warning("didChange for a document that is not open: %s", params.text_document.uri)
+            return
+        text = doc.text
+        for change in params.content_changes:
+            if isinstance(change, types.TextDocumentContentChangePartial):
+                index = TextIndex(text, ls.encoding)
+                start = index.offset(_position(change.range.start))
+                end = index.offset(_position(change.range.end))
+                start, end = min(start, end), max(start, end)
+                text = text[:start] + change.text + text[end:]
+            else:
+                text = change.text
+        doc.text = text
+        doc.version = params.text_document.version
+        doc.generation += 1
+        ls.schedule(doc)
+
+    @server.feature(types.TEXT_DOCUMENT_DID_SAVE)
+    def did_save(ls: GradfixServer, params: types.DidSaveTextDocumentParams) -> None:
+        doc = ls.documents.get(params.text_document.uri)
+        if doc is None:
+            if params.text_document.uri.endswith("pyproject.toml"):
+                ls.refresh_settings()
+            return
+        settings = ls.settings_for(doc.path)
+        if settings != doc.settings:
+            doc.settings = settings
+            doc.generation += 1
+            ls.schedule(doc, 0)
+            return
+        outcome = doc.current()
+        if outcome is not None and ls.push:
+            doc.published = None  # pushed again on save
+            ls.publish(doc, outcome)
+        elif outcome is None:
+            ls.schedule(doc, 0)
+
+    @server.feature(types.TEXT_DOCUMENT_DID_CLOSE)
+    def did_close(ls: GradfixServer, params: types.DidCloseTextDocumentParams) -> None:
+        doc = ls.documents.pop(params.text_document.uri, None)
+        if doc is None:
+            return
+        _close(doc)
+        if ls.push:
+            ls.text_document_publish_diagnostics(types.PublishDiagnosticsParams(uri=doc.uri, diagnostics=[]))
+
+    @server.feature(types.WORKSPACE_DID_CHANGE_CONFIGURATION)
+    async def did_change_configuration(ls: GradfixServer, params: types.DidChangeConfigurationParams) -> None:
+        raw = params.settings
+        section = raw.get("gradfix") if isinstance(raw, dict) and "gradfix" in raw else raw
+        if isinstance(section, dict) and section:
+            options, errors = parse_client_options(section)
+            for message in errors:
+                ls.tell(message)
+            ls.set_options(workspace=options)
+        else:
+            await ls.pull_workspace_configuration()
+        ls.refresh_settings(force=True)
+
+    @server.feature(types.WORKSPACE_DID_CHANGE_WATCHED_FILES)
+    def did_change_watched_files(ls: GradfixServer, params: types.DidChangeWatchedFilesParams) -> None:
+        if any(change.uri.endswith("pyproject.toml") for change in params.changes):
+            ls.refresh_settings()
+
+    @server.feature(
+        types.TEXT_DOCUMENT_DIAGNOSTIC,
+        types.DiagnosticOptions(identifier=SOURCE, inter_file_dependencies=False, workspace_diagnostics=False),
+    )
+    async def pull_diagnostics(ls: GradfixServer, params: types.DocumentDiagnosticParams):
+        doc = ls.documents.get(params.text_document.uri)
+        if doc is None:
+            return types.RelatedFullDocumentDiagnosticReport(items=[])
+        outcome = await ls.current_outcome(doc)
+        if outcome is None:
+            return types.RelatedFullDocumentDiagnosticReport(items=[])
+        diagnostics = ls.diagnostics(doc, outcome)
+        ls.publish(doc, outcome)  # assigns the result id (nothing is pushed to a pull client)
+        doc.pulled_generation = outcome.version
+        if params.previous_result_id and params.previous_result_id == doc.result_id:
+            return types.RelatedUnchangedDocumentDiagnosticReport(result_id=doc.result_id)
+        return types.RelatedFullDocumentDiagnosticReport(items=diagnostics, result_id=doc.result_id)
+
+    @server.feature(
+        types.TEXT_DOCUMENT_CODE_ACTION,
+        types.CodeActionOptions(
+            code_action_kinds=[types.CodeActionKind.QuickFix, FIX_ALL_KIND],
+            resolve_provider=True,
+        ),
+    )
+    async def code_action(ls: GradfixServer, params: types.CodeActionParams):
+        doc = ls.documents.get(params.text_document.uri)
+        if doc is None:
+            return []
+        outcome = await ls.current_outcome(doc)
+        if outcome is None or outcome.syntax_error is not None or outcome.internal_error:
+            return []
+        only = params.context.only
+        settings = outcome.settings
+        fixes: list[types.CodeAction] = []
+        silencers: list[types.CodeAction] = []
+        if _wants(types.CodeActionKind.QuickFix, only):
+            for finding in ls.visible(outcome):
+                diagnostic = ls.diagnostic(doc, outcome, finding)
+                if not _overlaps(diagnostic.range, params.range):
+                    continue
+                if finding.fixable:
+                    action = await _fix_action(ls, doc, outcome, finding, diagnostic)
+                    if action is not None:
+                        fixes.append(action)
+                edit = ls.noqa_edit(outcome, finding)
+                if edit is not None:
+                    silencers.append(
+                        types.CodeAction(
+                            title=f"Disable {finding.code} for this line",
+                            kind=types.CodeActionKind.QuickFix,
+                            diagnostics=[diagnostic],
+                            edit=ls.workspace_edit(doc, outcome.text, [edit]),
+                        )
+                    )
+        actions = fixes + silencers
+        if _wants(FIX_ALL_KIND, only) and any(_fixed_by_run(f, settings.unsafe_fixes) for f in outcome.findings):
+            title = "gradfix: fix all" + (" (unsafe fixes included)" if settings.unsafe_fixes else " safe fixes")
+            action = types.CodeAction(
+                title=title, kind=FIX_ALL_KIND, data={"uri": doc.uri, "generation": outcome.version, "kind": "fixAll"}
+            )
+            if not ls.lazy_edits:
+                edits = await ls.fix_all(doc, outcome)
+                if not edits:
+                    return actions
+                action.edit = ls.workspace_edit(doc, outcome.text, edits)
+                action.data = None
+            actions.append(action)
+        return actions
+
+    @server.feature(types.CODE_ACTION_RESOLVE)
+    async def resolve_code_action(ls: GradfixServer, action: types.CodeAction) -> types.CodeAction:
+        data = action.data if isinstance(action.data, dict) else {}
+        doc = ls.documents.get(data.get("uri", ""))
+        if doc is None or doc.generation != data.get("generation"):
+            raise JsonRpcContentModified("the document changed since the code action was computed")
+        outcome = await ls.current_outcome(doc)
+        if outcome is None or outcome.version != data.get("generation"):
+            raise JsonRpcContentModified("the document changed since the code action was computed")
+        if data.get("kind") == "fixAll":
+            edits = await ls.fix_all(doc, outcome)
+        elif data.get("kind") == "fix":
+            finding = next((f for f in outcome.findings if _finding_id(f) == data.get("finding")), None)
+            fix = await ls.single_fix(doc, outcome, finding) if finding is not None else None
+            edits = fix.edits if fix is not None else []
+        else:
+            return action
+        if doc.generation != data.get("generation"):
+            raise JsonRpcContentModified("the document changed while the edit was computed")
+        action.edit = ls.workspace_edit(doc, outcome.text, edits)
+        return action
+
+    return server
+
+
+async def _fix_action(
+    ls: GradfixServer, doc: Document, outcome: analysis.LintOutcome, finding: Finding, diagnostic: types.Diagnostic
+) -> Optional[types.CodeAction]:
+    unsafe = finding.fix_safety is FixSafety.UNSAFE
+    companions = sum(
+        1
+        for other in outcome.findings
+        if other != finding
+        and other.line == finding.line
+        and other.code == finding.code
+        and _fixed_by_run(other, outcome.settings.unsafe_fixes or unsafe)
+    )
+    title = finding.fix_title or f"Fix {finding.code}"
+    if companions:
+        title += f" (with {companions} more {finding.code} {'fix' if companions == 1 else 'fixes'} on this line)"
+    if unsafe:
+        title += " (unsafe)"
+    action = types.CodeAction(
+        title=title,
+        kind=types.CodeActionKind.QuickFix,
+        diagnostics=[diagnostic],
+        is_preferred=True if finding.fix_safety is FixSafety.SAFE else None,
+        data={"uri": doc.uri, "generation": outcome.version, "kind": "fix", "finding": _finding_id(finding)},
+    )
+    if ls.lazy_edits:
+        return action
+    fix = await ls.single_fix(doc, outcome, finding)
+    if fix is None:
+        return None
+    action.edit = ls.workspace_edit(doc, outcome.text, fix.edits)
+    action.data = None
+    return action
+
+
+def _position(position: types.Position):
+    from .text import Position
+
+    return Position(position.line, position.character)
+
+
+def _close(doc: Document) -> None:
+    doc.closed = True
+    for timer in (doc.timer, doc.exact_timer):
+        if timer is not None:
+            timer.cancel()
+    for waiter in doc.waiters:
+        if not waiter.done():
+            waiter.set_result(None)
+    doc.waiters.clear()
+
+
+def main() -> None:
+    """Serve over stdin/stdout until the client says exit."""
+    create_server().start_io()

@@ -1,0 +1,123 @@
+"""What the server lints a document with: its project's ``[tool.gradfix]``, then the client's settings.
+
+The client's settings (``initializationOptions``, ``workspace/didChangeConfiguration``
+or the ``gradfix`` section of ``workspace/configuration``) layer over the file the way
+command-line flags do: ``select`` starts afresh, ``ignore`` adds to the file's.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from ..config import ConfigError, engine_selection, load_config, merge, parse_selectors
+
+LEVELS = ("error", "warning")
+DEFAULT_LEVEL = "warning"
+
+
+@dataclass(frozen=True)
+class ClientOptions:
+    """Settings from the editor; None: not given (the project's value applies)."""
+
+    select: Optional[tuple[str, ...]] = None
+    ignore: Optional[tuple[str, ...]] = None
+    unsafe_fixes: Optional[bool] = None
+    level: Optional[str] = None
+    docs_base_url: Optional[str] = None
+
+
+def _section(raw: Any) -> dict:
+    """Accept ``{"gradfix": {...}}`` as well as the section itself."""
+    if isinstance(raw, dict) and isinstance(raw.get("gradfix"), dict):
+        return raw["gradfix"]
+    return raw if isinstance(raw, dict) else {}
+
+
+def _selectors(value: Any, key: str, errors: list[str]) -> Optional[tuple[str, ...]]:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        errors.append(f"gradfix settings: `{key}` must be a list of rule codes or prefixes, got {value!r}")
+        return None
+    try:
+        return parse_selectors(value, f"gradfix settings `{key}`")
+    except ConfigError as error:
+        errors.append(str(error))
+        return None
+
+
+def parse_client_options(raw: Any) -> tuple[ClientOptions, list[str]]:
+    """Read the editor's settings; bad values are reported and left out."""
+    section = _section(raw)
+    errors: list[str] = []
+    select = _selectors(section.get("select"), "select", errors)
+    ignore = _selectors(section.get("ignore"), "ignore", errors)
+    unsafe = section.get("unsafeFixes", section.get("unsafe-fixes"))
+    if unsafe is not None and not isinstance(unsafe, bool):
+        errors.append(f"gradfix settings: `unsafeFixes` must be true or false, got {unsafe!r}")
+        unsafe = None
+    level = section.get("level")
+    if level is not None and level not in LEVELS:
+        errors.append(f"gradfix settings: `level` must be one of {', '.join(LEVELS)}, got {level!r}")
+        level = None
+    docs = section.get("docsBaseUrl")
+    if docs is not None and not (isinstance(docs, str) and docs):
+        errors.append(f"gradfix settings: `docsBaseUrl` must be a URL, got {docs!r}")
+        docs = None
+    known = {"select", "ignore", "unsafeFixes", "unsafe-fixes", "level", "docsBaseUrl"}
+    for key in section:
+        if key not in known:
+            errors.append(f"gradfix settings: unknown key {key!r}; ignored")
+    return ClientOptions(select, ignore, unsafe, level, docs), errors
+
+
+@dataclass(frozen=True)
+class LintSettings:
+    """Engine-ready settings for one document."""
+
+    select: tuple[str, ...] = ()
+    ignore: tuple[str, ...] = ()
+    unsafe_fixes: bool = False
+    level: str = DEFAULT_LEVEL
+
+
+@dataclass(frozen=True)
+class DocumentSettings:
+    lint: LintSettings = field(default_factory=LintSettings)
+    excluded: bool = False
+    config_path: Optional[str] = None
+    messages: tuple[str, ...] = ()  # configuration problems to show the user
+
+
+def resolve(path: Optional[str], fallback_root: Optional[str], client: ClientOptions) -> DocumentSettings:
+    """Settings for the document at ``path`` (None for an unsaved buffer)."""
+    start = path or fallback_root or os.getcwd()
+    messages: list[str] = []
+    try:
+        config = load_config(None, start)
+    except ConfigError as error:
+        messages.append(f"{error}; using the default settings")
+        from ..config import Config
+
+        config = Config()
+    messages.extend(f"warning: {w}" for w in config.warnings)
+    settings = merge(config, client.select, client.ignore, client.unsafe_fixes)
+    select, ignore = engine_selection(settings.select, settings.ignore)
+    level = client.level or getattr(config, "level", None) or DEFAULT_LEVEL
+    excluded = False
+    if path is not None:
+        from ..files import Excluder
+
+        root = config.root if config.path is not None else Path(fallback_root or os.path.dirname(path))
+        excluded = Excluder(config.exclude, root).excluded_with_ancestors(path)
+    return DocumentSettings(
+        lint=LintSettings(select, ignore, settings.unsafe_fixes, level if level in LEVELS else DEFAULT_LEVEL),
+        excluded=excluded,
+        config_path=str(config.path) if config.path is not None else None,
+        messages=tuple(messages),
+    )
