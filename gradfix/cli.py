@@ -384,6 +384,18 @@ def rules(
         out(f"{rule.code}  {rule.name:<{width}}  {rule.why}")
 
 
+@app.command("lsp")
+def lsp(
+    stdio: Annotated[bool, typer.Option("--stdio", help="Accepted for editors that pass it: stdin/stdout is the only transport.")] = False,
+) -> None:
+    """Run the language server (LSP over stdio) for editors: diagnostics, quick fixes, fix-all."""
+    try:
+        from .lsp.server import main as serve
+    except ImportError as error:  # pygls is needed only here
+        raise _fail(f"gradfix lsp needs pygls and lsprotocol ({error}); install them: pip install 'pygls>=2' lsprotocol") from None
+    serve()
+
+
 def _version(value: bool) -> None:
     if value:
         out(f"gradfix {__version__}")
