@@ -166,11 +166,24 @@ def exact_lint(version: int, text: str, path: str, settings: LintSettings) -> Li
     return outcome
 
 
-def _focused(found: Layout, chunks: Sequence[Chunk]) -> tuple[str, list[int]]:
-    """The module-level statements and ``chunks``, in order; and focused line -> buffer line (0-based)."""
+def _focused(found: Layout, chunks: Sequence[Chunk], gaps: bool = False) -> tuple[str, list[int]]:
+    """The module-level statements and ``chunks``, in order; and focused line -> buffer line (0-based).
+
+    Blank and comment lines cost the engine time and change no finding, so they are
+    left out; with ``gaps`` those that follow a kept statement stay (libcst places an
+    added import, and the blank line after it, by them).
+    """
     keep = set(found.prelude)
     for chunk in chunks:
         keep.update(range(chunk.start, chunk.end))
+    if gaps:
+        covered = {i for start, end in found.statements for i in range(start, end)}
+        after_kept = True  # the lines before the first statement
+        for i in range(len(found.lines)):
+            if i in covered:
+                after_kept = i in keep
+            elif after_kept:
+                keep.add(i)
     lines = sorted(keep)
     return "".join(found.lines[i] for i in lines), lines
 
@@ -328,7 +341,7 @@ def _focused_fix(
     chunk = found.chunk_at(target.line - 1)
     if chunk is None or len(found.chunks) < 2:
         return None
-    focused_text, lines = _focused(found, [chunk])
+    focused_text, lines = _focused(found, [chunk], gaps=True)
     back = {buffer_line: i for i, buffer_line in enumerate(lines)}
     kept = [f for f in findings if f.line - 1 in back and f.end_line - 1 in back]
     local = [dataclasses.replace(f, line=back[f.line - 1] + 1, end_line=back[f.end_line - 1] + 1) for f in kept]

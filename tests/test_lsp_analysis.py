@@ -1,0 +1,235 @@
+"""gradfix.lsp.analysis: one finding's fix, fix-all, and the fast re-lint of changed definitions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from gradfix.codemods import FixSafety, check_source, fix_source
+from gradfix.lsp.analysis import exact_lint, fast_lint, fix_all, focused_single_fix, layout, single_fix
+from gradfix.lsp.settings import LintSettings
+from gradfix.lsp.text import apply_edits
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = sorted(p for p in (ROOT / "fixtures").glob("GF*/*.py") if not p.name.endswith(".fixed.py"))
+DEFAULT = LintSettings()
+
+MODEL = '''"""A model."""
+import torch
+from torch import nn
+
+# module-level comment
+
+
+class Gate(nn.Module):
+    def __init__(self, size):
+        super().__init__()
+        self.proj = nn.Linear(size, size)
+
+    def forward(self, x):
+        g = torch.sigmoid(self.proj(x))
+        g.mul_(2)
+        g[:, 0] += 1
+        return g
+
+
+def add_bias(h: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    h += bias
+    return h
+
+
+def squash(x):
+    t = torch.tanh(x)
+    t += 1; t *= 2
+    label = "é😀"; t.add_(1)
+    return t
+
+
+@torch.no_grad()
+def update(p, g):
+    p.add_(g)
+
+
+bump = lambda y: torch.sigmoid(y).add_(1)
+'''
+
+IMPORTS = '''"""Docstring."""
+from torch import nn, zeros
+
+# a comment
+
+
+def reset(w):
+    h = zeros(3, requires_grad=True).sigmoid()
+    h.zero_()
+    h.fill_(1.0)
+    return h
+
+
+class M(nn.Module):
+    def forward(self, x):
+        return x
+'''
+
+
+def _fixable(finding, unsafe_fixes=False):
+    return finding.fix_safety is FixSafety.SAFE or (finding.fix_safety is FixSafety.UNSAFE and unsafe_fixes)
+
+
+@pytest.mark.parametrize("path", FIXTURES, ids=lambda p: f"{p.parent.name}/{p.stem}")
+def test_single_fix_is_gradfix_fix_when_it_is_the_only_finding(path):
+    source = path.read_text(encoding="utf-8")
+    findings = check_source(source, str(path))
+    for finding in findings:
+        fix = single_fix(source, str(path), finding, findings, DEFAULT)
+        if not finding.fixable:
+            assert fix is None
+            continue
+        assert fix is not None, finding
+        result = apply_edits(source, fix.edits)
+        unsafe = finding.fix_safety is FixSafety.UNSAFE
+        others = [f for f in findings if f != finding and _fixable(f, unsafe)]
+        if not others:
+            assert result == fix_source(source, str(path), unsafe_fixes=unsafe).source
+        else:  # the other findings are all still there
+            remaining = check_source(result, str(path))
+            assert len(remaining) >= len(findings) - 1
+            assert {f.message for f in others} <= {f.message for f in remaining}
+
+
+def test_single_fix_leaves_every_other_finding_alone():
+    findings = check_source(MODEL, "m.py")
+    fixable = [f for f in findings if f.fixable]
+    assert len(fixable) >= 5
+    for finding in fixable:
+        fix = single_fix(MODEL, "m.py", finding, findings, DEFAULT)
+        assert fix is not None
+        result = apply_edits(MODEL, fix.edits)
+        # Fixing it alone is what `gradfix fix --select CODE` does to a copy where it is the only finding:
+        # silence the others by hand and compare.
+        expected = _fix_alone_by_hand(MODEL, finding, findings)
+        if fix.companions:
+            assert result != MODEL
+        else:
+            assert result == expected
+
+
+def _fix_alone_by_hand(source, target, findings):
+    lines = source.splitlines(keepends=True)
+    marked = set()
+    unsafe = target.fix_safety is FixSafety.UNSAFE
+    for other in findings:
+        if other == target or not _fixable(other, unsafe) or other.line == target.line:
+            continue
+        marked.add(other.line)
+    for line in marked:
+        codes = sorted({f.code for f in findings if f.line == line})
+        lines[line - 1] = lines[line - 1].rstrip("\n") + f"  # noqa: {', '.join(codes)}\n"
+    fixed = fix_source("".join(lines), "m.py", unsafe_fixes=unsafe).source
+    out = []
+    for text in fixed.splitlines(keepends=True):
+        if "  # noqa: GF" in text and "# noqa: GF" not in source:
+            text = text[: text.index("  # noqa: GF")] + "\n"
+        out.append(text)
+    return "".join(out)
+
+
+def test_two_findings_of_one_rule_on_one_line_are_fixed_together():
+    findings = check_source(MODEL, "m.py")
+    same_line = [f for f in findings if f.line == 27]
+    assert [f.code for f in same_line] == ["GF101", "GF101"]
+    fix = single_fix(MODEL, "m.py", same_line[0], findings, DEFAULT)
+    assert fix is not None and fix.companions == 1
+    assert "t = t + 1; t = t * 2" in apply_edits(MODEL, fix.edits)
+
+
+@pytest.mark.parametrize("source", [MODEL, IMPORTS], ids=["model", "imports"])
+def test_focused_fix_equals_the_whole_buffer_fix(source):
+    findings = check_source(source, "m.py")
+    found = layout(source)
+    checked = 0
+    for finding in findings:
+        if not finding.fixable or found.chunk_at(finding.line - 1) is None:
+            continue
+        whole = single_fix(source, "m.py", finding, findings, DEFAULT)
+        focused = focused_single_fix(source, "m.py", finding, findings, DEFAULT, found)
+        assert focused is not None, finding
+        assert apply_edits(source, focused.edits) == apply_edits(source, whole.edits)
+        checked += 1
+    assert checked >= 2
+    if source is IMPORTS:
+        fixed = apply_edits(source, focused.edits)
+        assert fixed.splitlines()[2] == "import torch"  # right after the last import, as gradfix fix puts it
+
+
+def test_focused_fix_declines_when_the_definition_alone_reads_differently():
+    findings = check_source(MODEL, "m.py")
+    target = next(f for f in findings if f.line == 15)
+    wrong = [f if f != target else f.__class__(**{**f.__dict__, "fix_safety": FixSafety.UNSAFE}) for f in findings]
+    assert focused_single_fix(MODEL, "m.py", wrong[findings.index(target)], wrong, DEFAULT, layout(MODEL)) is None
+
+
+def test_fix_all_is_gradfix_fix():
+    assert apply_edits(MODEL, fix_all(MODEL, "m.py", DEFAULT)) == fix_source(MODEL, "m.py").source
+    unsafe = LintSettings(unsafe_fixes=True)
+    assert apply_edits(MODEL, fix_all(MODEL, "m.py", unsafe)) == fix_source(MODEL, "m.py", unsafe_fixes=True).source
+    assert fix_all("x = 1\n", "m.py", DEFAULT) == []
+
+
+# --- fast re-lint ----------------------------------------------------------------------------
+
+EDITS = [
+    ("a new finding in one function", lambda s: s.replace("    return h\n", "    h -= bias\n    return h\n")),
+    ("a finding removed", lambda s: s.replace("        g.mul_(2)\n", "")),
+    ("lines added above everything", lambda s: s.replace("class Gate", "def helper(z):\n    z.add_(1)\n    return z\n\n\nclass Gate")),
+    ("a function deleted", lambda s: s.replace("@torch.no_grad()\ndef update(p, g):\n    p.add_(g)\n", "")),
+    ("a noqa added", lambda s: s.replace("    h += bias\n", "    h += bias  # noqa: GF101\n")),
+    ("the prelude changed", lambda s: s.replace("from torch import nn\n", "from torch import nn\nimport math\n")),
+]
+
+
+def _bigger(source: str, copies: int = 6) -> str:
+    extra = "".join(
+        f"\n\ndef filler{i}(x):\n    y = torch.relu(x)\n    y.mul_(3)\n    return y\n" for i in range(copies)
+    )
+    return source + extra
+
+
+@pytest.mark.parametrize("name, change", EDITS, ids=[e[0] for e in EDITS])
+def test_fast_lint_matches_the_whole_lint(name, change):
+    before = _bigger(MODEL)
+    previous = exact_lint(1, before, "m.py", DEFAULT)
+    after = change(before)
+    assert after != before
+    fast = fast_lint(2, after, "m.py", DEFAULT, previous)
+    assert fast.findings == check_source(after, "m.py")
+    if name == "the prelude changed":
+        assert fast.exact  # every definition is dirty: the whole buffer is linted
+    else:
+        assert not fast.exact and fast.linted_lines < len(after.splitlines()) / 2
+    # and again from the fast result (a chain of edits)
+    again = fast_lint(3, after.replace("    return y\n", "    y += 1\n    return y\n", 1), "m.py", DEFAULT, fast)
+    assert again.findings == check_source(again.text, "m.py")
+
+
+def test_fast_lint_reports_syntax_errors_and_no_stale_findings():
+    previous = exact_lint(1, MODEL, "m.py", DEFAULT)
+    broken = MODEL.replace("def squash(x):", "def squash(x:")
+    outcome = fast_lint(2, broken, "m.py", DEFAULT, previous)
+    assert outcome.findings == [] and outcome.syntax_error is not None
+    assert outcome.syntax_error.line == MODEL.splitlines().index("def squash(x):") + 1
+    exact = exact_lint(2, broken, "m.py", DEFAULT)
+    assert (exact.syntax_error.line, exact.syntax_error.message) == (outcome.syntax_error.line, outcome.syntax_error.message)
+
+
+def test_lint_of_null_bytes_and_internal_errors_do_not_raise(monkeypatch):
+    assert exact_lint(1, "x = 1\x00\n", "m.py", DEFAULT).syntax_error is not None
+    assert fast_lint(1, "x = 1\x00\n", "m.py", DEFAULT, None).syntax_error is not None
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("rule crashed")
+
+    monkeypatch.setattr("gradfix.lsp.analysis.check_source", boom)
+    outcome = exact_lint(1, MODEL, "m.py", DEFAULT)
+    assert outcome.internal_error == "RuntimeError: rule crashed" and outcome.findings == []
