@@ -1,10 +1,11 @@
 """gradfix's main job on the bundled fixtures, end to end (``make demo``).
 
 Copies the fixtures' original programs to build/demo, runs ``gradfix check``,
-prints the diff of ``gradfix fix --diff --unsafe-fixes``, applies the fix, and
-runs every program under torch before and after. Exit 0 when every program
-gradfix changed now runs forward and backward, and every program it left
-alone behaves as before.
+prints the diff of ``gradfix fix --diff --unsafe-fixes``, applies the fix,
+runs every program under torch before and after, and proves each rewrite with
+the verifier (``gradfix verify``'s checks: runs, forward matches, gradients
+present, gradients correct). Exit 0 when every rewritten program verifies and
+every program gradfix left alone behaves as before.
 """
 
 from __future__ import annotations
@@ -78,8 +79,17 @@ def main() -> int:
             verdict = "unchanged"
         failures += not good
         print(f"  {str(path.relative_to(DEMO)):<{width}}  {verdict:<11} {describe(before[key])}  ->  {describe(after[key])}")
-    changed_count = sum(p.read_bytes() != before_text[p] for p in copies)
-    print(f"\n{changed_count} programs rewritten; {failures} problem(s).")
+    changed = [p for p in copies if p.read_bytes() != before_text[p]]
+    print(f"\nEach rewrite proved against its original (gradfix verify, CPU):\n")
+    from gradfix.verify import Program, WorkerSession, verify
+
+    with WorkerSession() as session:
+        for path in changed:
+            original = Program(path, source=before_text[path].decode("utf-8"))
+            verdict = verify(original, Program(path), session=session)
+            failures += not verdict.verified
+            print(f"  {str(path.relative_to(DEMO)):<{width}}  {verdict.headline()}  ({verdict.seconds:.2f}s)")
+    print(f"\n{len(changed)} programs rewritten and verified; {failures} problem(s).")
     return 1 if failures else 0
 
 

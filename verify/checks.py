@@ -199,6 +199,7 @@ class Verifier:
         return self.verdict
 
     def _verify(self) -> None:
+        self.session.start()  # worker start-up (import torch) is not a check's time
         # The independent runs go to the worker together, so they use every core.
         t = time.perf_counter()
         record_file = str(Path(self.session.new_dir()) / "stop_gradient.pt")
