@@ -69,7 +69,9 @@ class AliasAnalysis:
         qualified_names: Callable[[cst.CSTNode], Iterable[str]],
         start_of: Callable[[cst.CSTNode], tuple[int, int]],
         module_constructor: Callable[[cst.BaseExpression], Optional[cst.Call]],
+        is_inside: Callable[[cst.CSTNode, cst.CSTNode], bool],
     ) -> None:
+        self._is_inside = is_inside
         self._module_constructor = module_constructor
         self._scope_of = scope_of
         self._parent_of = parent_of
@@ -168,14 +170,6 @@ class AliasAnalysis:
                 # A view of a fresh tensor (`x.clone().detach()`, `fc(x).view(-1)`) is still unshared.
                 return self._is_fresh(func.value)
             return method in TENSOR_METHODS and method not in INPLACE_METHODS
-        return False
-
-    def _is_inside(self, node: cst.CSTNode, ancestor: cst.CSTNode) -> bool:
-        current: Optional[cst.CSTNode] = node
-        while current is not None:
-            if current is ancestor:
-                return True
-            current = self._parent_of(current)
         return False
 
     def _enclosing_loop(self, node: cst.CSTNode, scope: Scope) -> Optional[cst.CSTNode]:

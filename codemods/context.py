@@ -55,7 +55,7 @@ class RuleContext:
         self.tensors = TensorInference(
             self.qualified_names, self.scope, self.parent, self.module_constructor
         )
-        self.aliases = AliasAnalysis(self.scope, self.parent, self.qualified_names, self.start, self.module_constructor)
+        self.aliases = AliasAnalysis(self.scope, self.parent, self.qualified_names, self.start, self.module_constructor, self.is_inside)
 
     # -- metadata ----------------------------------------------------------------
 
@@ -71,6 +71,14 @@ class RuleContext:
 
     def parent(self, node: cst.CSTNode) -> Optional[cst.CSTNode]:
         return self._parents.get(node)
+
+    def is_inside(self, node: cst.CSTNode, ancestor: cst.CSTNode) -> bool:
+        current: Optional[cst.CSTNode] = node
+        while current is not None:
+            if current is ancestor:
+                return True
+            current = self.parent(current)
+        return False
 
     def scope(self, node: cst.CSTNode) -> Optional[Scope]:
         return self._scopes.get(node)

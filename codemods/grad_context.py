@@ -154,12 +154,12 @@ def enclosing_grad_context(
     return None
 
 
-def is_grad_buffer(expr: cst.BaseExpression) -> bool:
-    """``p.grad``, ``p.grad.data``, ``p.grad[i]``: gradient buffers are not part of the graph."""
+def attribute_in_chain(expr: cst.BaseExpression, attribute: str) -> bool:
+    """Does ``attribute`` appear along ``expr``'s receivers (``p.grad.data[0].zero_``)?"""
     node: cst.CSTNode = expr
     while True:
         if isinstance(node, cst.Attribute):
-            if node.attr.value == "grad":
+            if node.attr.value == attribute:
                 return True
             node = node.value
         elif isinstance(node, cst.Subscript):
@@ -168,3 +168,8 @@ def is_grad_buffer(expr: cst.BaseExpression) -> bool:
             node = node.func.value
         else:
             return False
+
+
+def is_grad_buffer(expr: cst.BaseExpression) -> bool:
+    """``p.grad``, ``p.grad.data``, ``p.grad[i]``: gradient buffers are not part of the graph."""
+    return attribute_in_chain(expr, "grad")

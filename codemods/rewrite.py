@@ -7,6 +7,7 @@ from typing import Optional
 import libcst as cst
 
 from .context import RuleContext
+from .grad_context import attribute_in_chain
 from .model import FixSafety
 from .tensors import TensorKind
 
@@ -80,18 +81,7 @@ def is_assignable(expr: cst.BaseExpression) -> bool:
 
 def touches_data(expr: cst.BaseExpression) -> bool:
     """``x.data``, ``x.data[i]``, ``x.data.t()``: GF103's domain, not the generic rules'."""
-    node: cst.CSTNode = expr
-    while True:
-        if isinstance(node, cst.Attribute):
-            if node.attr.value == "data":
-                return True
-            node = node.value
-        elif isinstance(node, cst.Subscript):
-            node = node.value
-        elif isinstance(node, cst.Call) and isinstance(node.func, cst.Attribute):
-            node = node.func.value
-        else:
-            return False
+    return attribute_in_chain(expr, "data")
 
 
 def rebinding_safety(

@@ -93,19 +93,21 @@ def write_planned(outcome: FileOutcome, settings: Settings) -> None:
         files.write_atomic(outcome.path, outcome.new_data, outcome.display)
     except files.FileError as error:
         outcome.errors.append(str(error))
-        select, ignore = engine_selection(settings.select, settings.ignore)
-        outcome.findings = check_source(outcome.original_text, outcome.display, select=select, ignore=ignore)
-        outcome.applied = {}
+        _keep_original(outcome, settings)
         return
     outcome.written = True
 
 
 def withdraw_planned(outcome: FileOutcome, settings: Settings, reason: str) -> None:
     """A PLAN outcome that will not be written: its original findings remain."""
+    _keep_original(outcome, settings)
+    outcome.notes.append(f"{outcome.display}: not written: {reason}")
+
+
+def _keep_original(outcome: FileOutcome, settings: Settings) -> None:
     select, ignore = engine_selection(settings.select, settings.ignore)
     outcome.findings = check_source(outcome.original_text, outcome.display, select=select, ignore=ignore)
     outcome.applied = {}
-    outcome.notes.append(f"{outcome.display}: not written: {reason}")
 
 
 def _check_file(path: str, display: str, settings: Settings) -> FileOutcome:

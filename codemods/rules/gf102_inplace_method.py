@@ -306,7 +306,7 @@ class InplaceMethod(Rule):
                 if isinstance(other, (cst.Name, cst.Attribute)) and ctx.code(other) == root_code:
                     if ctx.start(other) < start:
                         found = True
-                if isinstance(other, cst.Call) and ctx.start(other) < start and not _contains(other, node, ctx):
+                if isinstance(other, cst.Call) and ctx.start(other) < start and not ctx.is_inside(node, other):
                     found = True
                 return True
 
@@ -321,11 +321,3 @@ class InplaceMethod(Rule):
         evaluated_first.visit(Finder())
         return found
 
-
-def _contains(outer: cst.CSTNode, inner: cst.CSTNode, ctx: RuleContext) -> bool:
-    current: Optional[cst.CSTNode] = inner
-    while current is not None:
-        if current is outer:
-            return True
-        current = ctx.parent(current)
-    return False
