@@ -116,6 +116,12 @@ class RuleContext:
     def tensor_kind(self, expr: cst.BaseExpression) -> TensorKind:
         return self.tensors.kind(expr)
 
+    def hazard_level(self, target: cst.BaseExpression, site: cst.CSTNode):
+        """ERROR, WARNING, or None (no finding) for an in-place write into ``target`` at ``site``."""
+        from .hazard import hazard_level
+
+        return hazard_level(self, target, site)
+
     def rebinding(self, target: cst.BaseExpression, site: cst.CSTNode) -> RebindVerdict:
         return self.aliases.rebinding(target, site)
 

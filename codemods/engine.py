@@ -20,13 +20,14 @@ from libcst.codemod.visitors import AddImportsVisitor
 from .context import RuleContext
 from .grad_context import enclosing_grad_context, is_grad_buffer
 from .model import (
-    Finding,
     EnsureImport,
+    Finding,
     Fix,
     FixResult,
     FixSafety,
     GradContext,
     InsertBefore,
+    Level,
     RemoveStatement,
     ReplaceNode,
     Report,
@@ -172,6 +173,7 @@ def _finding(path: str, ctx: RuleContext, raw: _RawReport) -> Finding:
         fix_safety=raw.report.safety,
         fix_title=fix.title if fix else None,
         context=raw.context,
+        level=raw.report.level,
     )
 
 
@@ -182,11 +184,13 @@ def check_source(
     select: Sequence[str] = (),
     ignore: Sequence[str] = (),
     keep_silenced: bool = False,
+    level: Level = Level.WARNING,
 ) -> list[Finding]:
     """Findings for ``source``, in line order. Raises :class:`SourceSyntaxError`.
 
     ``keep_silenced`` also returns findings in no-grad and similar contexts,
     with ``Finding.context`` set (for reports on how much context removes).
+    ``level``: the lowest hazard level reported (WARNING: all; ERROR: errors only).
     """
     rules = select_rules(select, ignore)
     if not could_have_findings(source, rules):
@@ -199,6 +203,8 @@ def check_source(
         if item.suppressed_by_noqa:
             continue
         if item.context is not None and not keep_silenced:
+            continue
+        if item.report.level.rank < level.rank:
             continue
         findings.append(_finding(path, ctx, item))
     return findings
@@ -276,7 +282,7 @@ def _apply(module: cst.Module, fixes: Sequence[Fix]) -> cst.Module:
     return module
 
 
-def _choose_fixes(raw: Sequence[_RawReport], ctx: RuleContext, unsafe_fixes: bool) -> list[_RawReport]:
+def _choose_fixes(raw: Sequence[_RawReport], ctx: RuleContext, unsafe_fixes: bool, level: Level) -> list[_RawReport]:
     """At most one fix per statement, and none in a statement nested in a chosen one."""
     chosen: list[_RawReport] = []
     taken: list[cst.CSTNode] = []
@@ -286,7 +292,7 @@ def _choose_fixes(raw: Sequence[_RawReport], ctx: RuleContext, unsafe_fixes: boo
             continue
         if report.fix.safety is FixSafety.UNSAFE and not unsafe_fixes:
             continue
-        if report.fix.safety is FixSafety.DISPLAY_ONLY:
+        if report.fix.safety is FixSafety.DISPLAY_ONLY or report.level.rank < level.rank:
             continue
         statement = report.statement or ctx.statement_of(report.node)
         if any(_related(statement, other, ctx) for other in taken):
@@ -326,8 +332,11 @@ def fix_source(
     select: Sequence[str] = (),
     ignore: Sequence[str] = (),
     unsafe_fixes: bool = False,
+    level: Level = Level.ERROR,
 ) -> FixResult:
     """Apply fixes until none is left to apply. Raises :class:`SourceSyntaxError`.
+
+    By default only error-level findings are fixed; ``level=Level.WARNING`` fixes warnings too.
 
     A fix whose output does not parse is dropped and named in ``errors``; the
     rest still apply. The result never contains code that fails to parse.
@@ -342,7 +351,7 @@ def fix_source(
     for _ in range(MAX_FIX_PASSES):
         ctx, raw = _analyze(module, rules, module.code)
         candidates = [
-            item for item in _choose_fixes(raw, ctx, unsafe_fixes) if _key(item, ctx) not in broken
+            item for item in _choose_fixes(raw, ctx, unsafe_fixes, level) if _key(item, ctx) not in broken
         ]
         if not candidates:
             break
@@ -370,7 +379,7 @@ def fix_source(
             result.applied[item.rule.code] = result.applied.get(item.rule.code, 0) + 1
         module = new_module
     result.source = module.code
-    result.remaining = check_source(result.source, path, select=select, ignore=ignore)
+    result.remaining = check_source(result.source, path, select=select, ignore=ignore, level=Level.WARNING)
     return result
 
 

@@ -20,6 +20,20 @@ class FixSafety(str, enum.Enum):
         return self.value
 
 
+class Level(str, enum.Enum):
+    """How sure gradfix is that autograd breaks (issue 4's hazard levels)."""
+
+    ERROR = "error"  # autograd will fail or give wrong gradients
+    WARNING = "warning"  # possibly a hazard: the producer or the tensor-ness is unknown
+
+    def __str__(self) -> str:  # pragma: no cover - trivial
+        return self.value
+
+    @property
+    def rank(self) -> int:
+        return 2 if self is Level.ERROR else 1
+
+
 class GradContext(str, enum.Enum):
     """Why an in-place construct needs no fix: autograd never records it."""
 
@@ -46,6 +60,7 @@ class Finding:
     message: str
     fix_safety: FixSafety
     fix_title: Optional[str] = None
+    level: Level = Level.ERROR
     # Set only when the engine was asked to keep findings that a context silences.
     context: Optional[GradContext] = None
 
@@ -56,6 +71,7 @@ class Finding:
     def to_json(self) -> dict:
         data = asdict(self)
         data["fix_safety"] = self.fix_safety.value
+        data["level"] = self.level.value
         data["context"] = self.context.value if self.context else None
         return data
 
@@ -114,6 +130,7 @@ class Report:
     statement: Optional[cst.CSTNode] = None
     # The tensor expression written to: the engine silences writes to ``.grad`` buffers.
     target: Optional[cst.BaseExpression] = None
+    level: Level = Level.ERROR
 
     @property
     def safety(self) -> FixSafety:

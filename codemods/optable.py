@@ -15,7 +15,7 @@ import json
 import sys
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 DATA_FILE = Path(__file__).with_name("data") / "inplace_methods.json"
 
@@ -57,6 +57,92 @@ def _rewrite_kind(name: str, has_twin: bool) -> str:
     return "overwrite" if name in OVERWRITES_ALL else "clone"
 
 
+def _raises_inplace_error(build) -> Optional[bool]:
+    """Run ``build`` (which modifies a saved tensor, or not); True if autograd complains."""
+    try:
+        build()
+    except RuntimeError as error:
+        return "modified by an inplace operation" in str(error)
+    except Exception:  # noqa: BLE001 - the op does not take these arguments: no verdict
+        return None
+    return False
+
+
+def measure_saved_tensors() -> dict[str, list[str]]:
+    """Which ops' backward needs their output, or their input, measured on the installed torch.
+
+    For each candidate: compute y = op(x), write in place into y (or into x), call
+    backward, and record whether autograd raises the in-place error. Names are
+    the op's last name component (``exp`` stands for torch.exp, Tensor.exp, F.exp).
+    """
+    import torch
+    import torch.nn.functional as F
+
+    def leaf():
+        return torch.rand(2, 3, dtype=torch.float64, requires_grad=True) + 0.5
+
+    candidates: dict[str, Any] = {}
+    for schema in torch._C._jit_get_all_schemas():
+        name = schema.name[len("aten::"):]
+        if not schema.name.startswith("aten::") or name.startswith("_") or name.endswith("_"):
+            continue
+        if schema.overload_name not in ("", "Tensor") or not hasattr(torch, name):
+            continue
+        if len(schema.returns) != 1 or str(schema.returns[0].type) != "Tensor":
+            continue
+        tensors = [a.name for a in schema.arguments if str(a.type) == "Tensor"]
+        if tensors == ["self"]:
+            candidates[name] = (lambda f: (lambda x: f(x)))(getattr(torch, name))
+        elif tensors == ["self", "other"]:
+            candidates[name] = (lambda f: (lambda x: f(x, leaf())))(getattr(torch, name))
+    for name in ("softmax", "log_softmax", "softmin"):
+        candidates[name] = (lambda f: (lambda x: f(x, dim=-1)))(getattr(F, name))
+    for name in ("relu", "relu6", "elu", "selu", "celu", "gelu", "silu", "mish", "leaky_relu", "hardtanh",
+                 "hardsigmoid", "hardswish", "softplus", "softsign", "logsigmoid", "tanhshrink", "sigmoid", "tanh",
+                 "normalize", "dropout"):
+        candidates.setdefault(name, (lambda f: (lambda x: f(x)))(getattr(F, name)))
+    candidates["linear"] = lambda x: F.linear(x, leaf().T.contiguous())
+    candidates["layer_norm"] = lambda x: F.layer_norm(x, (3,), leaf()[0], leaf()[0])
+    candidates["batch_norm"] = lambda x: F.batch_norm(x, None, None, leaf()[0], leaf()[0], training=True)
+    candidates["pow"] = lambda x: torch.pow(x, 2)
+
+    saves_output, saves_input = [], []
+    for name, call in sorted(candidates.items()):
+        def output_case(call=call):
+            torch.manual_seed(0)
+            y = call(leaf())
+            y.add_(1)
+            y.sum().backward()
+
+        def input_case(call=call):
+            torch.manual_seed(0)
+            x = leaf() * 1
+            y = call(x)
+            x.add_(1)
+            y.sum().backward()
+
+        if _raises_inplace_error(output_case):
+            saves_output.append(name)
+        if _raises_inplace_error(input_case):
+            saves_input.append(name)
+    return {"saves_output": saves_output, "saves_input": saves_input}
+
+
+def inplace_functions() -> dict[str, str]:
+    """``torch.relu_`` -> ``torch.relu``, ``torch.nn.functional.elu_`` -> ``...elu``: module-level in-place functions."""
+    import torch
+    import torch.nn.functional as F
+
+    table = {}
+    for module, prefix in ((torch, "torch"), (F, "torch.nn.functional")):
+        for name in dir(module):
+            if name.endswith("_") and not name.startswith("_") and callable(getattr(module, name)):
+                twin = name[:-1]
+                if hasattr(module, twin) and callable(getattr(module, twin)):
+                    table[f"{prefix}.{name}"] = f"{prefix}.{twin}"
+    return dict(sorted(table.items()))
+
+
 def generate() -> dict[str, Any]:
     """Build the table from the installed torch (imports torch)."""
     import torch
@@ -87,6 +173,8 @@ def generate() -> dict[str, Any]:
     )
     inplace_operators = sorted(op for op, dunder in AUGMENTED_DUNDERS.items() if hasattr(torch.Tensor, dunder))
     return {
+        **measure_saved_tensors(),
+        "inplace_functions": inplace_functions(),
         "inplace_operators": inplace_operators,
         "generated_from": f"torch {torch.__version__.split('+')[0]}",
         "inplace_methods": methods,
@@ -114,6 +202,11 @@ def _load_or_empty() -> dict[str, Any]:
 _TABLE = _load_or_empty()
 INPLACE_METHODS: dict[str, dict[str, Any]] = _TABLE["inplace_methods"]
 INPLACE_OPERATORS: frozenset[str] = frozenset(_TABLE.get("inplace_operators", ()))
+#: Ops whose backward needs their own output / their inputs (measured; see measure_saved_tensors).
+SAVES_OUTPUT: frozenset[str] = frozenset(_TABLE.get("saves_output", ()))
+SAVES_INPUT: frozenset[str] = frozenset(_TABLE.get("saves_input", ()))
+#: Module-level in-place functions and their out-of-place twins (qualified names).
+INPLACE_FUNCTIONS: dict[str, str] = dict(_TABLE.get("inplace_functions", {}))
 TENSOR_METHODS: frozenset[str] = frozenset(_TABLE["tensor_methods"]) | frozenset(INPLACE_METHODS)
 
 

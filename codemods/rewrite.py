@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Sequence
 
 import libcst as cst
 
 from .context import RuleContext
 from .grad_context import attribute_in_chain
-from .model import FixSafety
+from .model import EnsureImport, Fix, FixSafety, InsertBefore, Level, ReplaceNode, Report
 from .tensors import TensorKind
 
 # Expressions that need parentheses as the right operand of a binary operator.
@@ -135,3 +135,73 @@ def _is_self_clone(statement: cst.BaseSmallStatement, root: cst.BaseExpression) 
         and value.func.attr.value == "clone"
         and value.func.value.deep_equals(root)
     )
+
+
+def rebind_in_place(
+    ctx: RuleContext,
+    node: cst.CSTNode,
+    target: cst.BaseExpression,
+    new_value: cst.BaseExpression,
+    kind: TensorKind,
+    message: str,
+    imports: Sequence[str] = (),
+    level: Level = Level.ERROR,
+) -> Report:
+    """The report for an in-place call ``node`` that writes ``target``, fixed as ``target = new_value``.
+
+    As a statement of its own the call is replaced; where its value is used
+    (``y = x.add_(1)``, ``return x.mul_(2)``, ``f(x.relu_())``) the assignment is
+    hoisted before the statement and the call replaced by ``target``. Where no
+    statement can hold it, the finding is display-only.
+    """
+    name = ctx.code(target)
+    shown = ctx.code(new_value)
+    title = f"Rewrite as `{name} = {shown if len(shown) < 50 else '...'}`"
+    statement = ctx.parent(node)
+    safety, reason = rebinding_safety(ctx, target, node, kind)
+    if isinstance(statement, cst.Expr):
+        edits: tuple = (ReplaceNode(statement, assign(target, new_value)),)
+        anchor: cst.CSTNode = statement
+    else:
+        site = ctx.hoist_site(node)
+        if site.anchor is None:
+            return Report(node, f"{message}; no automatic fix {site.reason}: compute it out of place in a statement before",
+                          target=target, level=level)
+        if safety is FixSafety.SAFE and reads_before(ctx, node, site.anchor, target):
+            safety, reason = FixSafety.UNSAFE, "the statement reads the tensor before the in-place call"
+        edits = (InsertBefore(site.anchor, (assign(target, new_value),)), ReplaceNode(node, strip_position(target)))
+        anchor = site.anchor
+    edits += tuple(EnsureImport(module) for module in imports)
+    if reason:
+        message += f" (fix is unsafe: {reason})"
+    return Report(node, message, Fix(title, edits, safety), statement=anchor, target=target, level=level)
+
+
+def reads_before(ctx: RuleContext, node: cst.CSTNode, anchor: cst.CSTNode, root: cst.BaseExpression) -> bool:
+    """Does the statement evaluate something before ``node`` that could see the change?"""
+    start = ctx.start(node)
+    root_code = ctx.code(root)
+    found = False
+
+    class Finder(cst.CSTVisitor):
+        def on_visit(self, other: cst.CSTNode) -> bool:
+            nonlocal found
+            if other is node or found:
+                return False
+            if isinstance(other, (cst.Name, cst.Attribute)) and ctx.code(other) == root_code:
+                if ctx.start(other) < start:
+                    found = True
+            if isinstance(other, cst.Call) and ctx.start(other) < start and not ctx.is_inside(node, other):
+                found = True
+            return True
+
+    if isinstance(anchor, cst.If):
+        evaluated_first: cst.CSTNode = anchor.test
+    elif isinstance(anchor, cst.For):
+        evaluated_first = anchor.iter
+    elif isinstance(anchor, (cst.Assign, cst.AnnAssign)) and anchor.value is not None:
+        evaluated_first = anchor.value  # targets are assigned after the value is computed
+    else:
+        evaluated_first = anchor
+    evaluated_first.visit(Finder())
+    return found

@@ -5,7 +5,7 @@ A fixture ``name.py`` starts with a header of comments:
     # gradfix fixture: what it shows
     # original: raises RuntimeError: <start of the message>   (or: runs)
     # fix: --unsafe-fixes                                      (optional)
-    # expect: LINE:COL CODE SAFETY                             (one per finding)
+    # expect: LINE:COL CODE SAFETY [LEVEL]                     (one per finding; LEVEL: error (default) or warning)
 
 ``name.fixed.py``, when present, is exactly what ``gradfix fix`` (with the
 header's flags) makes of it. Without it the file must come out unchanged.
@@ -21,7 +21,7 @@ from typing import Optional
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "fixtures"
-_EXPECT = re.compile(r"^# expect: (\d+):(\d+) (GF\d+) (safe|unsafe|display-only)\s*$")
+_EXPECT = re.compile(r"^# expect: (\d+):(\d+) (GF\d+) (safe|unsafe|display-only)(?: (error|warning))?\s*$")
 _RAISES = re.compile(r"^# original: raises (\w+): (.+?)\s*$")
 
 
@@ -31,7 +31,7 @@ class Fixture:
     description: str
     original_raises: Optional[tuple[str, str]]  # (exception type, message start); None: runs
     unsafe_fixes: bool
-    expected: list[tuple[int, int, str, str]] = field(default_factory=list)
+    expected: list[tuple[int, int, str, str, str]] = field(default_factory=list)
 
     @property
     def id(self) -> str:
@@ -65,7 +65,8 @@ def parse(path: Path) -> Fixture:
         elif line.strip() == "# fix: --unsafe-fixes":
             unsafe = True
         elif match := _EXPECT.match(line):
-            expected.append((int(match.group(1)), int(match.group(2)), match.group(3), match.group(4)))
+            expected.append((int(match.group(1)), int(match.group(2)), match.group(3), match.group(4),
+                             match.group(5) or "error"))
     if not description or not (runs or raises):
         raise ValueError(f"{path}: fixture header needs '# gradfix fixture:' and '# original:' lines")
     return Fixture(path, description, raises, unsafe, expected)

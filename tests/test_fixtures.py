@@ -35,7 +35,7 @@ def test_every_rule_has_fixtures():
 def test_findings_are_exactly_the_expected_ones(fixture: Fixture):
     source = fixture.path.read_text(encoding="utf-8")
     findings = check_source(source, str(fixture.path))
-    got = [(f.line, f.col, f.code, f.fix_safety.value) for f in findings]
+    got = [(f.line, f.col, f.code, f.fix_safety.value, f.level.value) for f in findings]
     assert got == fixture.expected
     if fixture.is_negative:
         assert got == []

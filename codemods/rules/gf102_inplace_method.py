@@ -14,6 +14,7 @@ from ..model import EnsureImport, Example, Fix, FixSafety, InsertBefore, Report,
 from ..optable import INPLACE_METHODS
 from ..rewrite import (
     assign,
+    rebind_in_place,
     clone_of,
     is_assignable,
     method_call,
@@ -159,29 +160,10 @@ class InplaceMethod(Rule):
 
     def _rebind(self, node: cst.Call, chain: _Chain, kind: TensorKind, message: str, ctx: RuleContext) -> Report:
         """``x.add_(1)`` becomes ``x = x.add(1)``, hoisted before the statement if need be."""
-        root = chain.root
         new_value, imports, problem = self._out_of_place(chain, ctx)
         if new_value is None:
-            return Report(node, f"{message}; {problem}", target=root)
-        name = ctx.code(root)
-        title = f"Rewrite as `{name} = {ctx.code(new_value) if len(ctx.code(new_value)) < 50 else '...'}`"
-        statement = ctx.parent(node)
-        safety, reason = rebinding_safety(ctx, root, node, kind)
-        if isinstance(statement, cst.Expr):
-            edits = (ReplaceNode(statement, assign(root, new_value)),)
-            anchor = statement
-        else:
-            site = ctx.hoist_site(node)
-            if site.anchor is None:
-                return Report(node, f"{message}; no automatic fix {site.reason}: compute it out of place in a statement before", target=root)
-            if safety is FixSafety.SAFE and self._reads_before(node, site.anchor, root, ctx):
-                safety, reason = FixSafety.UNSAFE, "the statement reads the tensor before the in-place call"
-            edits = (InsertBefore(site.anchor, (assign(root, new_value),)), ReplaceNode(node, strip_position(root)))
-            anchor = site.anchor
-        edits += tuple(EnsureImport(module) for module in imports)
-        if reason:
-            message += f" (fix is unsafe: {reason})"
-        return Report(node, message, Fix(title, edits, safety), statement=anchor, target=root)
+            return Report(node, f"{message}; {problem}", target=chain.root)
+        return rebind_in_place(ctx, node, chain.root, new_value, kind, message, imports)
 
     def _clone_first(self, node: cst.Call, chain: _Chain, kind: TensorKind, message: str, ctx: RuleContext) -> Optional[Report]:
         """``x[0].mul_(2)`` writes through a view: clone ``x`` first, as GF101 does."""
@@ -291,33 +273,3 @@ class InplaceMethod(Rule):
             names = [n.rsplit(".", 1)[-1] for n in ctx.qualified_names(func)]
             return not names or any(n in ALIASING_METHODS for n in names)
         return not isinstance(expr, (cst.BinaryOperation, cst.UnaryOperation))
-
-    def _reads_before(self, node: cst.Call, anchor: cst.CSTNode, root: cst.BaseExpression, ctx: RuleContext) -> bool:
-        """Does the statement evaluate something before ``node`` that could see the change?"""
-        start = ctx.start(node)
-        root_code = ctx.code(root)
-        found = False
-
-        class Finder(cst.CSTVisitor):
-            def on_visit(self, other: cst.CSTNode) -> bool:
-                nonlocal found
-                if other is node or found:
-                    return False
-                if isinstance(other, (cst.Name, cst.Attribute)) and ctx.code(other) == root_code:
-                    if ctx.start(other) < start:
-                        found = True
-                if isinstance(other, cst.Call) and ctx.start(other) < start and not ctx.is_inside(node, other):
-                    found = True
-                return True
-
-        if isinstance(anchor, cst.If):
-            evaluated_first: cst.CSTNode = anchor.test
-        elif isinstance(anchor, cst.For):
-            evaluated_first = anchor.iter
-        elif isinstance(anchor, (cst.Assign, cst.AnnAssign)) and anchor.value is not None:
-            evaluated_first = anchor.value  # targets are assigned after the value is computed
-        else:
-            evaluated_first = anchor
-        evaluated_first.visit(Finder())
-        return found
-
