@@ -136,6 +136,8 @@ def inplace_functions() -> dict[str, str]:
     table = {}
     for module, prefix in ((torch, "torch"), (F, "torch.nn.functional")):
         for name in dir(module):
+            if name in NOT_DATA_MUTATIONS:
+                continue
             if name.endswith("_") and not name.startswith("_") and callable(getattr(module, name)):
                 twin = name[:-1]
                 if hasattr(module, twin) and callable(getattr(module, twin)):
