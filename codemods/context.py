@@ -118,9 +118,13 @@ class RuleContext:
 
     def hazard_level(self, target: cst.BaseExpression, site: cst.CSTNode):
         """ERROR, WARNING, or None (no finding) for an in-place write into ``target`` at ``site``."""
-        from .hazard import hazard_level
+        return self.hazard(target, site)[0]
 
-        return hazard_level(self, target, site)
+    def hazard(self, target: cst.BaseExpression, site: cst.CSTNode):
+        """(level, reason): the level as in hazard_level, and a few words on why."""
+        from .hazard import explain
+
+        return explain(self, target, site)
 
     def rebinding(self, target: cst.BaseExpression, site: cst.CSTNode) -> RebindVerdict:
         return self.aliases.rebinding(target, site)

@@ -14,6 +14,11 @@ from .rules import ALL_RULES
 def anchor(rule: type[Rule]) -> str:
     return f"{rule.code.lower()}-{rule.name}"
 
+def _flags(example) -> str:
+    flags = [f for f, on in (("--unsafe-fixes", example.unsafe_fixes), ("--level warning", example.fix_warnings)) if on]
+    return f" (with `{' '.join(flags)}`)" if flags else ""
+
+
 def render_rule(rule: type[Rule]) -> str:
     example = next(e for e in rule.examples if e.after is not None and e.after != e.before)
     valid = next((e for e in rule.examples if e.findings == 0), None)
@@ -23,7 +28,7 @@ def render_rule(rule: type[Rule]) -> str:
         rule.explanation + "\n",
         "**Example**\n",
         "```python\n" + example.before + "```\n",
-        "**Fix**" + (" (with `--unsafe-fixes`)" if example.unsafe_fixes else "") + "\n",
+        "**Fix**" + _flags(example) + "\n",
         "```python\n" + example.after + "```\n",  # type: ignore[operator]
         f"**Fix safety.** {rule.fix_safety}\n",
         f"**Not flagged.** {rule.not_flagged}\n",

@@ -144,6 +144,7 @@ class Example:
     before: str
     after: Optional[str] = None  # None: no change expected (a VALID example)
     unsafe_fixes: bool = False
+    fix_warnings: bool = False  # `gradfix fix --level warning`
     findings: int = 1
 
 

@@ -4,7 +4,7 @@ A fixture ``name.py`` starts with a header of comments:
 
     # gradfix fixture: what it shows
     # original: raises RuntimeError: <start of the message>   (or: runs)
-    # fix: --unsafe-fixes                                      (optional)
+    # fix: --unsafe-fixes --level warning                      (optional flags of gradfix fix)
     # expect: LINE:COL CODE SAFETY [LEVEL]                     (one per finding; LEVEL: error (default) or warning)
 
 ``name.fixed.py``, when present, is exactly what ``gradfix fix`` (with the
@@ -31,6 +31,7 @@ class Fixture:
     description: str
     original_raises: Optional[tuple[str, str]]  # (exception type, message start); None: runs
     unsafe_fixes: bool
+    fix_warnings: bool  # `--level warning`: warnings are fixed too
     expected: list[tuple[int, int, str, str, str]] = field(default_factory=list)
 
     @property
@@ -43,6 +44,13 @@ class Fixture:
         return candidate if candidate.exists() else None
 
     @property
+    def fix_options(self) -> dict:
+        """Keyword arguments of fix_source that match the header's flags."""
+        from gradfix.codemods import Level
+
+        return {"unsafe_fixes": self.unsafe_fixes, "level": Level.WARNING if self.fix_warnings else Level.ERROR}
+
+    @property
     def is_negative(self) -> bool:
         return self.path.name.startswith("neg_")
 
@@ -52,6 +60,7 @@ def parse(path: Path) -> Fixture:
     raises = None
     runs = False
     unsafe = False
+    warnings = False
     expected = []
     for line in path.read_text(encoding="utf-8").splitlines():
         if not line.startswith("#"):
@@ -62,14 +71,16 @@ def parse(path: Path) -> Fixture:
             runs = True
         elif match := _RAISES.match(line):
             raises = (match.group(1), match.group(2))
-        elif line.strip() == "# fix: --unsafe-fixes":
-            unsafe = True
+        elif line.startswith("# fix:"):
+            flags = line.split(":", 1)[1].split()
+            unsafe = "--unsafe-fixes" in flags
+            warnings = "--level" in flags and flags[flags.index("--level") + 1] == "warning"
         elif match := _EXPECT.match(line):
             expected.append((int(match.group(1)), int(match.group(2)), match.group(3), match.group(4),
                              match.group(5) or "error"))
     if not description or not (runs or raises):
         raise ValueError(f"{path}: fixture header needs '# gradfix fixture:' and '# original:' lines")
-    return Fixture(path, description, raises, unsafe, expected)
+    return Fixture(path, description, raises, unsafe, warnings, expected)
 
 
 def all_fixtures() -> list[Fixture]:

@@ -7,7 +7,7 @@ import textwrap
 
 import pytest
 
-from gradfix.codemods import FixSafety, GradContext, SourceSyntaxError, check_source, fix_source
+from gradfix.codemods import FixSafety, GradContext, Level, SourceSyntaxError, check_source, fix_source
 from gradfix.codemods import engine
 
 
@@ -83,12 +83,10 @@ def test_decorated_functions_initializers_optimizer_and_autograd_function():
             def __init__(self):
                 super().__init__()
                 self.w = nn.Parameter(torch.ones(3))
-                self.w.data.mul_(0.1)
-                self.buf = torch.ones(3)
-                self.buf += 1
+                self.w.mul_(0.1)
 
             def reset_parameters(self):
-                self.buf.zero_()
+                self.w.zero_()
 
         class Opt(torch.optim.Optimizer):
             def step(self, closure=None):
@@ -98,7 +96,7 @@ def test_decorated_functions_initializers_optimizer_and_autograd_function():
         class Double(torch.autograd.Function):
             @staticmethod
             def forward(ctx, x):
-                y = x.clone()
+                y = torch.exp(x)
                 y.mul_(2)
                 return y
     """)
@@ -152,15 +150,17 @@ def test_tensor_sources_are_recognised():
         def f(x: torch.Tensor, y, lin):
             a = F.relu(y)
             a += 1
-            b = x * 2
+            b = torch.exp(x * 2)
             b += 1
             x += 1
-            c = y.sum()
+            c = y.sum().sigmoid()
             c.mul_(2)
     """
     found = check_source(src(text))
-    assert [(f.line, f.code) for f in found] == [(5, "GF101"), (7, "GF101"), (8, "GF101"), (10, "GF102")]
-    # x is an annotated parameter: reported, but its fix is unsafe (the caller's tensor changes).
+    assert [(f.line, f.code, f.level.value) for f in found] == [
+        (5, "GF101", "error"), (7, "GF101", "error"), (8, "GF101", "warning"), (10, "GF102", "error")
+    ]
+    # x is an annotated parameter: reported as a warning (its producer is the caller's), with an unsafe fix.
     assert found[2].fix_safety is FixSafety.UNSAFE
 
 
@@ -462,3 +462,61 @@ def test_findings_are_in_line_order_with_end_positions():
             h.mul_(2); h += 1
     """))
     assert [(f.line, f.col, f.end_line, f.end_col) for f in found] == [(4, 5, 4, 14), (4, 16, 4, 22)]
+
+
+# --- hazard levels (issue 4's precision) ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "body,expected",
+    [
+        ("h = torch.sigmoid(x)\n    h.mul_(2)", "error"),  # sigmoid's backward needs its output
+        ("h = torch.zeros(3, requires_grad=True)\n    h.add_(1)", "error"),  # a leaf
+        ("h = x + 1\n    y = h * w\n    h += 1", "error"),  # mul saved h as its input
+        ("a, b = (x * 2).unbind(0)\n    a.mul_(2)", "error"),  # a multi-output view
+        ("h = x + 1\n    h += 1", None),  # add saves nothing
+        ("h = x + 1\n    y = h * 2\n    h += 1", None),  # mul by a number saves nothing of h
+        ("h = torch.zeros(3)\n    for i in range(3):\n        h += x * i", None),  # an accumulator
+        ("h = x.clone()\n    h.mul_(2)", None),
+        ("x.mul_(2)", "warning"),  # a parameter: its producer is the caller's
+        ("h = helper(x)\n    h.mul_(2)", "warning"),  # an unknown call
+    ],
+)
+def test_hazard_levels(body, expected):
+    text = f"import torch\ndef f(x: torch.Tensor, w: torch.Tensor, helper):\n    {body}\n    return x\n"
+    found = check_source(text)
+    assert [f.level.value for f in found] == ([expected] if expected else [])
+
+
+def test_level_option_filters_warnings_and_fix_applies_errors_by_default():
+    text = "import torch\ndef f(x, w):\n    h = torch.exp(x)\n    h.mul_(2)\n    g = w.foo()\n    g.mul_(2)\n    return h, g\n"
+    assert [f.level.value for f in check_source(text)] == ["error", "warning"]
+    assert [f.level.value for f in check_source(text, level=Level.ERROR)] == ["error"]
+    fixed = fix_source(text, unsafe_fixes=True).source
+    assert "h = h.mul(2)" in fixed and "g.mul_(2)" in fixed
+    assert "g = g.mul(2)" in fix_source(text, unsafe_fixes=True, level=Level.WARNING).source
+
+
+def test_module_outputs_follow_the_layer_kind():
+    text = src("""
+        import torch
+        from torch import nn
+        class Net(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.bn = nn.BatchNorm1d(3)
+                self.act = nn.Sigmoid()
+                self.fc = nn.Linear(3, 3)
+            def forward(self, x: torch.Tensor):
+                a = self.bn(x)
+                a += 1
+                b = self.act(x)
+                b += 1
+                c = x * 2
+                d = self.fc(c)
+                c += 1
+                return a, b, d
+    """)
+    found = check_source(text)
+    assert [(f.line, f.level.value) for f in found] == [(13, "error"), (16, "error")]
+    assert "Sigmoid" not in found[0].message and "Linear" in found[1].message

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from gradfix.codemods import FixSafety, check_source, fix_source
+from gradfix.codemods import FixSafety, Level, check_source, fix_source
 
 from fixture_files import FIXTURES, Fixture, all_fixtures
 
@@ -44,21 +44,23 @@ def test_findings_are_exactly_the_expected_ones(fixture: Fixture):
 @pytest.mark.parametrize("fixture", FIXTURE_LIST, ids=IDS)
 def test_fix_gives_the_fixed_file(fixture: Fixture):
     source = fixture.path.read_text(encoding="utf-8")
-    result = fix_source(source, str(fixture.path), unsafe_fixes=fixture.unsafe_fixes)
+    result = fix_source(source, str(fixture.path), **fixture.fix_options)
     assert result.errors == []
     expected = fixture.fixed_path.read_text(encoding="utf-8") if fixture.fixed_path else source
     assert result.source == expected
     # Idempotent: fixing the fixed text changes nothing.
-    assert fix_source(result.source, unsafe_fixes=fixture.unsafe_fixes).source == result.source
+    assert fix_source(result.source, **fixture.fix_options).source == result.source
     # What remains is only what this mode does not fix.
     for finding in result.remaining:
-        assert finding.fix_safety is FixSafety.DISPLAY_ONLY or (
-            finding.fix_safety is FixSafety.UNSAFE and not fixture.unsafe_fixes
+        assert (
+            finding.fix_safety is FixSafety.DISPLAY_ONLY
+            or (finding.fix_safety is FixSafety.UNSAFE and not fixture.unsafe_fixes)
+            or (finding.level is Level.WARNING and not fixture.fix_warnings)
         ), finding
 
 
-@pytest.mark.parametrize("fixture", [f for f in FIXTURE_LIST if f.unsafe_fixes], ids=lambda f: f.id)
-def test_unsafe_fixture_is_untouched_by_safe_fix(fixture: Fixture):
+@pytest.mark.parametrize("fixture", [f for f in FIXTURE_LIST if f.unsafe_fixes or f.fix_warnings], ids=lambda f: f.id)
+def test_fixture_needing_flags_is_untouched_by_default_fix(fixture: Fixture):
     source = fixture.path.read_text(encoding="utf-8")
     assert fix_source(source).source == source
 
@@ -66,7 +68,7 @@ def test_unsafe_fixture_is_untouched_by_safe_fix(fixture: Fixture):
 @pytest.mark.parametrize("fixture", [f for f in FIXTURE_LIST if f.is_negative], ids=lambda f: f.id)
 def test_negative_is_byte_identical_under_unsafe_fixes(fixture: Fixture):
     source = fixture.path.read_text(encoding="utf-8")
-    assert fix_source(source, unsafe_fixes=True).source == source
+    assert fix_source(source, unsafe_fixes=True, level=Level.WARNING).source == source
 
 
 # --- execution under torch --------------------------------------------------------

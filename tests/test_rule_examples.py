@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gradfix.codemods import ALL_RULES, check_source, fix_source
+from gradfix.codemods import ALL_RULES, Level, check_source, fix_source
 
 CASES = [(rule, index, example) for rule in ALL_RULES for index, example in enumerate(rule.examples)]
 
@@ -14,7 +14,8 @@ def test_rule_example(rule, index, example):
     findings = check_source(example.before, select=[rule.code])
     assert len(findings) == example.findings, findings
     assert all(f.code == rule.code for f in findings)
-    fixed = fix_source(example.before, select=[rule.code], unsafe_fixes=example.unsafe_fixes).source
+    level = Level.WARNING if example.fix_warnings else Level.ERROR
+    fixed = fix_source(example.before, select=[rule.code], unsafe_fixes=example.unsafe_fixes, level=level).source
     assert fixed == (example.after if example.after is not None else example.before)
 
 

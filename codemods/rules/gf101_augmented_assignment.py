@@ -76,6 +76,7 @@ class AugmentedAssignment(Rule):
             before="import torch\ndef f(h: torch.Tensor, y):\n    h += y\n    return h\n",
             after="import torch\ndef f(h: torch.Tensor, y):\n    h = h + y\n    return h\n",
             unsafe_fixes=True,
+            fix_warnings=True,
         ),
         Example(before="import torch\ndef f(xs):\n    total = 0\n    for x in xs:\n        total += x.item()\n    return total\n", findings=0),
         Example(before="import torch\n@torch.no_grad()\ndef f(p, g):\n    p += g\n", findings=0),
@@ -98,6 +99,9 @@ class AugmentedAssignment(Rule):
         value_kind = ctx.tensor_kind(node.value)
         if kind is TensorKind.NOT_TENSOR or (kind is TensorKind.UNKNOWN and value_kind is TensorKind.NOT_TENSOR):
             return
+        level, why = ctx.hazard(target, node)
+        if level is None:
+            return
         binary = AUGMENTED_TO_BINARY[type(node.operator)]
         new_value = cst.BinaryOperation(
             left=strip_position(target),
@@ -107,7 +111,7 @@ class AugmentedAssignment(Rule):
         safety, reason = rebinding_safety(ctx, target, node, kind)
         name = ctx.code(target)
         title = f"Rewrite `{name} {op} ...` as `{name} = {name} {op[:-1]} ...`"
-        message = f"in-place `{op}` on tensor `{name}`: breaks autograd if `{name}` is a leaf or was saved for backward"
+        message = f"in-place `{op}` on tensor `{name}`: {why}"
         if reason:
             message += f" (fix is unsafe: {reason})"
         yield Report(
@@ -115,6 +119,7 @@ class AugmentedAssignment(Rule):
             message=message,
             fix=Fix(title, (ReplaceNode(node, assign(target, new_value)),), safety),
             target=target,
+            level=level,
         )
 
     def _check_subscript(self, node: cst.AugAssign, target: cst.Subscript, op: str, ctx: RuleContext) -> Iterator[Report]:
@@ -124,10 +129,13 @@ class AugmentedAssignment(Rule):
             return
         if kind is TensorKind.UNKNOWN and ctx.tensor_kind(node.value) is not TensorKind.TENSOR:
             return  # `counts[k] += 1` on dicts and lists is the common case
+        level, why = ctx.hazard(root if root is not None else target.value, node)
+        if level is None:
+            return
         name = ctx.code(target)
-        message = f"in-place `{op}` on an indexed tensor `{name}`: breaks autograd if the tensor is a leaf or was saved for backward"
+        message = f"in-place `{op}` on an indexed tensor `{name}`: {why}"
         if root is None:
-            yield Report(node=node, message=message + "; clone the tensor before writing into it", target=target)
+            yield Report(node=node, message=message + "; clone the tensor before writing into it", target=target, level=level)
             return
         if previous_statement_clones(ctx, node, root):
             return
@@ -137,4 +145,4 @@ class AugmentedAssignment(Rule):
             message += f" (fix is unsafe: {reason})"
         title = f"Clone `{root_name}` before the indexed `{op}`"
         edit = InsertBefore(node, (assign(root, clone_of(root)),))
-        yield Report(node=node, message=message, fix=Fix(title, (edit,), safety), target=target)
+        yield Report(node=node, message=message, fix=Fix(title, (edit,), safety), target=target, level=level)

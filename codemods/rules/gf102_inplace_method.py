@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass
 from typing import Iterator, Optional, Sequence
@@ -118,7 +119,7 @@ class InplaceMethod(Rule):
             after="import torch\ndef f(a):\n    return torch.sigmoid(a).mul(2)\n",
         ),
         Example(
-            before="import torch\ndef f(a):\n    y = a * 2\n    g = lambda: y.add_(1)\n    return g\n",
+            before="import torch\ndef f(a):\n    y = torch.sigmoid(a)\n    g = lambda: y.add_(1)\n    return g\n",
             after=None,
         ),
         Example(before="import torch\ndef f(p):\n    p.grad.zero_()\n    p.requires_grad_(True)\n", findings=0),
@@ -142,11 +143,17 @@ class InplaceMethod(Rule):
         kind = ctx.tensor_kind(root)
         if kind is TensorKind.NOT_TENSOR:
             return
+        written = root
+        while isinstance(written, cst.Subscript):
+            written = written.value  # x[0].mul_(2) writes into x
+        level, why = ctx.hazard(written, node)
+        if level is None:
+            return
         methods = ", ".join(f"`{_inplace_name(link)}`" for link in chain.links)
         subject = ctx.code(root)
         if len(subject) > 40:
             subject = subject[:37] + "..."
-        message = f"in-place {methods} on `{subject}`: breaks autograd if it is a leaf that requires grad or was saved for backward"
+        message = f"in-place {methods} on `{subject}`: {why}"
         if is_assignable(root):
             report = self._rebind(node, chain, kind, message, ctx)
         elif isinstance(root, cst.Subscript):
@@ -154,7 +161,7 @@ class InplaceMethod(Rule):
         else:
             report = self._temporary(node, chain, kind, message, ctx)
         if report is not None:
-            yield report
+            yield dataclasses.replace(report, level=level)
 
     # -- the three shapes of receiver ----------------------------------------------
 
