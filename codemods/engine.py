@@ -147,7 +147,7 @@ def _analyze(module: cst.Module, rules: Sequence[Rule], source: str) -> tuple[Ru
     silenced = noqa_lines(source)
     raw: list[_RawReport] = []
     for rule, report in runner.reports:
-        context = enclosing_grad_context(report.node, ctx.parent, ctx.qualified_names)
+        context = None if report.ignore_context else enclosing_grad_context(report.node, ctx.parent, ctx.qualified_names)
         if context is None and report.target is not None and is_grad_buffer(report.target):
             context = GradContext.GRAD_BUFFER
         line = ctx.line(report.node)

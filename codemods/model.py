@@ -131,6 +131,10 @@ class Report:
     # The tensor expression written to: the engine silences writes to ``.grad`` buffers.
     target: Optional[cst.BaseExpression] = None
     level: Level = Level.ERROR
+    # The hazard is not where the node is: a module built in `__init__` with inplace=True
+    # breaks autograd where forward uses it. The engine's no-grad/initializer contexts then
+    # do not apply at the node; the rule has checked the contexts of the uses itself.
+    ignore_context: bool = False
 
     @property
     def safety(self) -> FixSafety:
