@@ -82,6 +82,24 @@ PythonOpt = Annotated[Optional[str], typer.Option("--python", help="Interpreter 
 MemoryOpt = Annotated[int, typer.Option("--memory-mb", help="Memory cap for each run, in MB beyond torch's own (0: none; not applied on CUDA).")]
 
 
+class LevelChoice(str, enum.Enum):
+    error = "error"
+    warning = "warning"
+
+
+def _with_level(settings: Settings, report_level: Optional["LevelChoice"] = None, fix_level: Optional["LevelChoice"] = None) -> Settings:
+    import dataclasses
+
+    from .codemods import Level
+
+    changes = {}
+    if report_level is not None:
+        changes["report_level"] = Level(report_level.value)
+    if fix_level is not None:
+        changes["fix_level"] = Level(fix_level.value)
+    return dataclasses.replace(settings, **changes)
+
+
 def _verify_options(device: "DeviceChoice", timeout: float, python: Optional[str], memory_mb: int):
     from .verification import Options
 
@@ -190,9 +208,11 @@ def check(
     exit_zero: ExitZeroOpt = False,
     force_exclude: ForceExcludeOpt = False,
     config: ConfigOpt = None,
+    level: Annotated[LevelChoice, typer.Option("--level", help="Report errors and warnings (warning), or errors only (error).")] = LevelChoice.warning,
 ) -> None:
-    """Report in-place operations that break autograd."""
+    """Report in-place operations that break autograd (errors, and warnings where it is not sure)."""
     settings, discovery = _prepare(paths, select, ignore, unsafe_fixes, config, force_exclude)
+    settings = _with_level(settings, report_level=level)
     outcomes = runner.run(discovery.files, settings, runner.CHECK)
     failed = _report_problems(discovery, outcomes)
     findings = sorted((f for o in outcomes for f in o.findings), key=report.sort_key)
@@ -200,8 +220,8 @@ def check(
         out(report.findings_json(findings))
     else:
         for finding in findings:
-            out(report.finding_line(finding, settings.unsafe_fixes))
-        out(report.check_summary(findings, settings.unsafe_fixes, failed))
+            out(report.finding_line(finding, settings.unsafe_fixes, settings.fix_level))
+        out(report.check_summary(findings, settings.unsafe_fixes, failed, settings.fix_level))
     if failed:
         raise typer.Exit(EXIT_ERROR)
     raise typer.Exit(EXIT_FINDINGS if findings and not exit_zero else EXIT_OK)
@@ -223,9 +243,11 @@ def fix(
     timeout: TimeoutOpt = 120.0,
     python: PythonOpt = None,
     memory_mb: MemoryOpt = 8192,
+    level: Annotated[LevelChoice, typer.Option("--level", help="Fix error-level findings (error), or warnings too (warning).")] = LevelChoice.error,
 ) -> None:
-    """Rewrite in-place operations in place (safe fixes; --unsafe-fixes for all)."""
+    """Rewrite in-place operations in place: safe fixes of errors by default; --unsafe-fixes, --level warning for more."""
     settings, discovery = _prepare(paths, select, ignore, unsafe_fixes, config, force_exclude)
+    settings = _with_level(settings, fix_level=level)
     if run_driver and not verify_fixes:
         raise _fail("--run goes with --verify (or use `gradfix verify --run`)")
     if verify_fixes and diff:
@@ -253,8 +275,8 @@ def fix(
     for outcome in changed:
         out(report.fixed_line(outcome.display, outcome.applied))
     for finding in remaining:
-        out(report.finding_line(finding, settings.unsafe_fixes))
-    out(report.fix_summary(fixed, remaining, settings.unsafe_fixes, failed))
+        out(report.finding_line(finding, settings.unsafe_fixes, settings.fix_level))
+    out(report.fix_summary(fixed, remaining, settings.unsafe_fixes, failed, settings.fix_level))
     if failed:
         raise typer.Exit(EXIT_ERROR)
     raise typer.Exit(EXIT_FINDINGS if remaining and not exit_zero else EXIT_OK)

@@ -19,7 +19,7 @@ try:
 except ModuleNotFoundError:  # pragma: no cover - Python 3.10
     import tomli as tomllib  # type: ignore[no-redef]
 
-from .codemods import ALL_RULES
+from .codemods import ALL_RULES, Level
 
 KNOWN_KEYS = ("select", "ignore", "exclude", "unsafe-fixes")
 ALL_SELECTOR = "ALL"
@@ -47,6 +47,9 @@ class Settings:
     select: tuple[str, ...]
     ignore: tuple[str, ...]
     unsafe_fixes: bool
+    # check reports findings from report_level up; fix rewrites them from fix_level up.
+    report_level: Level = Level.WARNING
+    fix_level: Level = Level.ERROR
 
 
 def parse_selectors(values: Iterable[str], origin: str) -> tuple[str, ...]:

@@ -6,7 +6,7 @@ import json
 import sys
 from typing import Iterable, Sequence
 
-from .codemods import Finding, FixSafety
+from .codemods import Finding, FixSafety, Level
 
 
 # --- streams ------------------------------------------------------------------------------
@@ -45,24 +45,28 @@ def sort_key(finding: Finding) -> tuple:
     return (finding.path, finding.line, finding.col, finding.code)
 
 
-def applicable(finding: Finding, unsafe_fixes: bool) -> bool:
+def applicable(finding: Finding, unsafe_fixes: bool, fix_level: Level = Level.ERROR) -> bool:
     """Would ``gradfix fix`` (with these settings) rewrite it?"""
+    if finding.level.rank < fix_level.rank:
+        return False
     return finding.fix_safety is FixSafety.SAFE or (unsafe_fixes and finding.fix_safety is FixSafety.UNSAFE)
 
 
-def finding_line(finding: Finding, unsafe_fixes: bool) -> str:
-    """``path:line:col: CODE [*] message``; ``[*]`` when ``gradfix fix`` would fix it."""
-    mark = " [*]" if applicable(finding, unsafe_fixes) else ""
-    return f"{finding.path}:{finding.line}:{finding.col}: {finding.code}{mark} {finding.message}"
+def finding_line(finding: Finding, unsafe_fixes: bool, fix_level: Level = Level.ERROR) -> str:
+    """``path:line:col: CODE [*] level: message``; ``[*]`` when ``gradfix fix`` would fix it."""
+    mark = " [*]" if applicable(finding, unsafe_fixes, fix_level) else ""
+    return f"{finding.path}:{finding.line}:{finding.col}: {finding.code}{mark} {finding.level.value}: {finding.message}"
 
 
 def plural(count: int, word: str) -> str:
     return f"{count} {word}" if count == 1 else f"{count} {word}s"
 
 
-def _fixability(findings: Sequence[Finding], unsafe_fixes: bool) -> list[str]:
-    safe = sum(1 for f in findings if f.fix_safety is FixSafety.SAFE)
-    unsafe = sum(1 for f in findings if f.fix_safety is FixSafety.UNSAFE)
+def _fixability(findings: Sequence[Finding], unsafe_fixes: bool, fix_level: Level = Level.ERROR) -> list[str]:
+    fixed_level = [f for f in findings if f.level.rank >= fix_level.rank]
+    safe = sum(1 for f in fixed_level if f.fix_safety is FixSafety.SAFE)
+    unsafe = sum(1 for f in fixed_level if f.fix_safety is FixSafety.UNSAFE)
+    warnings = sum(1 for f in findings if f.level.rank < fix_level.rank and f.fix_safety is not FixSafety.DISPLAY_ONLY)
     parts = []
     if unsafe_fixes:
         if safe + unsafe:
@@ -73,6 +77,8 @@ def _fixability(findings: Sequence[Finding], unsafe_fixes: bool) -> list[str]:
             parts.append(f"{safe} fixable with `gradfix fix`")
         if unsafe:
             parts.append(f"{unsafe} more with `--unsafe-fixes`" if safe else f"{unsafe} fixable with `gradfix fix --unsafe-fixes`")
+    if warnings:
+        parts.append(f"{plural(warnings, 'warning')} fixed only with `--level warning`")
     return parts
 
 
@@ -80,24 +86,29 @@ def _failures(failed_files: int, verb: str) -> str:
     return f"{plural(failed_files, 'file')} could not be {verb} (errors on stderr)."
 
 
-def check_summary(findings: Sequence[Finding], unsafe_fixes: bool, failed_files: int = 0) -> str:
+def check_summary(findings: Sequence[Finding], unsafe_fixes: bool, failed_files: int = 0,
+                  fix_level: Level = Level.ERROR) -> str:
     """The last line of ``check``. ``failed_files``: files that could not be read or parsed."""
     if not findings:
         return f"No findings, but {_failures(failed_files, 'checked')}" if failed_files else "All checks passed!"
-    parts = _fixability(findings, unsafe_fixes)
+    parts = _fixability(findings, unsafe_fixes, fix_level)
     detail = f" ({', '.join(parts)})" if parts else ""
     summary = f"Found {plural(len(findings), 'finding')}{detail}."
     return f"{summary} {_failures(failed_files, 'checked')}" if failed_files else summary
 
 
-def fix_summary(fixed: int, remaining: Sequence[Finding], unsafe_fixes: bool, failed_files: int = 0) -> str:
+def fix_summary(fixed: int, remaining: Sequence[Finding], unsafe_fixes: bool, failed_files: int = 0,
+                fix_level: Level = Level.ERROR) -> str:
     if not fixed and not remaining:
         return f"No findings, but {_failures(failed_files, 'fully processed')}" if failed_files else "All checks passed!"
     summary = f"Found {plural(fixed + len(remaining), 'finding')} ({fixed} fixed, {len(remaining)} remaining)."
     if not unsafe_fixes:
-        hidden = sum(1 for f in remaining if f.fix_safety is FixSafety.UNSAFE)
+        hidden = sum(1 for f in remaining if f.fix_safety is FixSafety.UNSAFE and f.level.rank >= fix_level.rank)
         if hidden:
             summary += f" {hidden} more fixable with `--unsafe-fixes`."
+    warnings = sum(1 for f in remaining if f.level.rank < fix_level.rank and f.fix_safety is not FixSafety.DISPLAY_ONLY)
+    if warnings:
+        summary += f" {plural(warnings, 'warning')} left as is (fix them with `--level warning`)."
     return f"{summary} {_failures(failed_files, 'fully processed')}" if failed_files else summary
 
 

@@ -106,7 +106,8 @@ def withdraw_planned(outcome: FileOutcome, settings: Settings, reason: str) -> N
 
 def _keep_original(outcome: FileOutcome, settings: Settings) -> None:
     select, ignore = engine_selection(settings.select, settings.ignore)
-    outcome.findings = check_source(outcome.original_text, outcome.display, select=select, ignore=ignore)
+    outcome.findings = check_source(outcome.original_text, outcome.display, select=select, ignore=ignore,
+                                    level=settings.report_level)
     outcome.applied = {}
 
 
@@ -117,7 +118,7 @@ def _check_file(path: str, display: str, settings: Settings) -> FileOutcome:
         return outcome
     select, ignore = engine_selection(settings.select, settings.ignore)
     try:
-        outcome.findings = check_source(source.text, display, select=select, ignore=ignore)
+        outcome.findings = check_source(source.text, display, select=select, ignore=ignore, level=settings.report_level)
     except SourceSyntaxError as error:
         outcome.errors.append(_syntax_error(display, error))
     except Exception as error:  # a bug in a rule must not stop the run
@@ -132,7 +133,8 @@ def _fix_file(path: str, display: str, settings: Settings, mode: str, cwd: str) 
         return outcome
     select, ignore = engine_selection(settings.select, settings.ignore)
     try:
-        result = fix_source(source.text, display, select=select, ignore=ignore, unsafe_fixes=settings.unsafe_fixes)
+        result = fix_source(source.text, display, select=select, ignore=ignore, unsafe_fixes=settings.unsafe_fixes,
+                            level=settings.fix_level)
     except SourceSyntaxError as error:
         outcome.errors.append(_syntax_error(display, error))
         return outcome
@@ -148,7 +150,7 @@ def _fix_file(path: str, display: str, settings: Settings, mode: str, cwd: str) 
     except files.FileError as error:
         outcome.errors.append(str(error))
         # Nothing is written, so everything found in the original remains.
-        outcome.findings = check_source(source.text, display, select=select, ignore=ignore)
+        outcome.findings = check_source(source.text, display, select=select, ignore=ignore, level=settings.report_level)
         return outcome
     if new_data == source.data:  # pragma: no cover - text differs, so bytes do
         return outcome
@@ -168,7 +170,7 @@ def _fix_file(path: str, display: str, settings: Settings, mode: str, cwd: str) 
         files.write_atomic(path, new_data, display)
     except files.FileError as error:
         outcome.errors.append(str(error))
-        outcome.findings = check_source(source.text, display, select=select, ignore=ignore)
+        outcome.findings = check_source(source.text, display, select=select, ignore=ignore, level=settings.report_level)
         return outcome
     outcome.written = True
     outcome.applied = dict(result.applied)

@@ -17,8 +17,9 @@ from gradfix.codemods import FixResult
 
 SAFE = "import torch\nx = torch.zeros(3)\ny = torch.sigmoid(x)\ny += 1\n"
 SAFE_FIXED = "import torch\nx = torch.zeros(3)\ny = torch.sigmoid(x)\ny = y + 1\n"
-UNSAFE = "import torch\ndef f(h: torch.Tensor):\n    h += 1\n    return h\n"
-UNSAFE_FIXED = "import torch\ndef f(h: torch.Tensor):\n    h = h + 1\n    return h\n"
+# Error level (sigmoid saved h), unsafe fix (outs holds h before the write).
+UNSAFE = "import torch\ndef f(x, outs):\n    h = torch.sigmoid(x)\n    outs.append(h)\n    h += 1\n    return h\n"
+UNSAFE_FIXED = "import torch\ndef f(x, outs):\n    h = torch.sigmoid(x)\n    outs.append(h)\n    h = h + 1\n    return h\n"
 CLEAN = "import torch\nx = torch.zeros(3)\n"
 BROKEN = "import torch\nx = (\n"
 
@@ -54,7 +55,7 @@ def test_check_finding_line_format_and_exit_1(tmp_path):
     result = run("check", "a.py")
     assert result.exit_code == 1
     lines = result.stdout.splitlines()
-    assert lines[0].startswith("a.py:4:1: GF101 [*] in-place `+=` on tensor `y`")
+    assert lines[0].startswith("a.py:4:1: GF101 [*] error: in-place `+=` on tensor `y`")
     assert lines[-1] == "Found 1 finding (1 fixable with `gradfix fix`)."
 
 
@@ -65,11 +66,11 @@ def test_check_unsafe_fix_has_no_star_unless_unsafe_fixes(tmp_path):
     assert result.exit_code == 1
     lines = result.stdout.splitlines()
     assert lines[0].startswith("a.py:4:1: GF101 [*] ")
-    assert lines[1].startswith("b.py:3:5: GF101 in-place")
+    assert lines[1].startswith("b.py:5:5: GF101 error: in-place")
     assert lines[2] == "Found 2 findings (1 fixable with `gradfix fix`, 1 more with `--unsafe-fixes`)."
 
     result = run("check", ".", "--unsafe-fixes")
-    assert result.stdout.splitlines()[1].startswith("b.py:3:5: GF101 [*] ")
+    assert result.stdout.splitlines()[1].startswith("b.py:5:5: GF101 [*] ")
     assert result.stdout.splitlines()[2] == "Found 2 findings (2 fixable with `gradfix fix --unsafe-fixes`)."
 
 
@@ -79,7 +80,7 @@ def test_check_output_sorted_by_path_then_line(tmp_path):
     write(tmp_path / "a.py", UNSAFE)
     result = run("check", "z.py", "b", "a.py")
     places = [line.split(" ")[0] for line in result.stdout.splitlines()[:-1]]
-    assert places == ["a.py:3:5:", "b/m.py:4:1:", "b/m.py:5:1:", "z.py:4:1:"]
+    assert places == ["a.py:5:5:", "b/m.py:4:1:", "b/m.py:5:1:", "z.py:4:1:"]
 
 
 def test_check_syntax_error_exit_2_other_files_still_checked(tmp_path):
@@ -135,7 +136,7 @@ def test_check_json(tmp_path):
     data = json.loads(result.stdout)
     assert [(d["path"], d["line"], d["col"], d["code"], d["fix_safety"]) for d in data] == [
         ("a.py", 4, 1, "GF101", "safe"),
-        ("sub/b.py", 3, 5, "GF101", "unsafe"),
+        ("sub/b.py", 5, 5, "GF101", "unsafe"),
     ]
     assert data[0]["end_line"] == 4 and data[0]["name"] == "augmented-assignment-on-tensor"
     assert data[0]["fix_title"]
@@ -172,7 +173,7 @@ def test_select_and_ignore_prefixes(tmp_path, args, expected_exit):
 
 
 def test_select_picks_between_rules(tmp_path):
-    write(tmp_path / "a.py", SAFE + "w = torch.ones(3)\nw.add_(1)\n")
+    write(tmp_path / "a.py", SAFE + "w = torch.ones(3, requires_grad=True)\nw.add_(1)\n")
     codes = lambda *args: {d["code"] for d in json.loads(run("check", "--format", "json", *args, "a.py").stdout)}
     assert codes() == {"GF101", "GF102"}
     assert codes("--select", "GF102") == {"GF102"}
@@ -337,7 +338,7 @@ def test_fix_lists_what_remains_exit_1(tmp_path):
     assert result.exit_code == 1
     lines = result.stdout.splitlines()
     assert lines[0] == "Fixed 1 finding in a.py (GF101 \u00d71)"
-    assert lines[1].startswith("b.py:3:5: GF101 in-place")
+    assert lines[1].startswith("b.py:5:5: GF101 error: in-place")
     assert lines[2] == "Found 2 findings (1 fixed, 1 remaining). 1 more fixable with `--unsafe-fixes`."
     assert (tmp_path / "b.py").read_text() == UNSAFE
     assert run("fix", "--exit-zero", ".").exit_code == 0
@@ -477,3 +478,21 @@ def test_console_script_fix(tmp_path):
     assert fixed.returncode == 0, fixed.stderr
     assert (tmp_path / "a.py").read_text() == SAFE_FIXED
     assert _subprocess([str(script), "check", "a.py"], tmp_path).returncode == 0
+
+
+WARNING_ONLY = "import torch\ndef f(h: torch.Tensor):\n    h.mul_(2)\n    return h\n"
+
+
+def test_level_options_for_check_and_fix(tmp_path):
+    write(tmp_path / "a.py", SAFE)
+    write(tmp_path / "w.py", WARNING_ONLY)
+    both = run("check", ".")
+    assert [line.split(": ")[1] for line in both.stdout.splitlines()[:2]] == ["GF101 [*] error", "GF102 warning"]
+    assert "1 warning fixed only with `--level warning`" in both.stdout
+    errors_only = run("check", ".", "--level", "error")
+    assert errors_only.stdout.count("GF10") == 1 and "w.py" not in errors_only.stdout
+    fixed = run("fix", "--unsafe-fixes", ".")
+    assert (tmp_path / "w.py").read_text() == WARNING_ONLY  # warnings are not fixed by default
+    assert "1 warning left as is" in fixed.stdout
+    run("fix", "--unsafe-fixes", "--level", "warning", ".")
+    assert "h = h.mul(2)" in (tmp_path / "w.py").read_text()
