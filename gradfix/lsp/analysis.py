@@ -29,7 +29,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
-from ..codemods import Finding, FixSafety, SourceSyntaxError, check_source, fix_source
+from ..codemods import Finding, FixSafety, Level, SourceSyntaxError, check_source, fix_source
 from .noqa import CommentSites
 from .settings import LintSettings
 from .text import Edit, apply_edits, minimal_edits, split_lines
@@ -243,8 +243,15 @@ def fast_lint(
 # --- fixes ---------------------------------------------------------------------------------
 
 
-def _fixed_by_run(finding: Finding, unsafe_fixes: bool) -> bool:
-    """Would a ``fix_source`` run with ``unsafe_fixes`` rewrite this finding?"""
+def level_rank(level: object) -> int:
+    """2 for error, 1 for warning (and for a finding without a level)."""
+    return 2 if str(level) == "error" else 1
+
+
+def fixed_by_run(finding: Finding, unsafe_fixes: bool, level: object = Level.WARNING) -> bool:
+    """Would a ``fix_source`` run with ``unsafe_fixes`` and ``level`` rewrite this finding?"""
+    if level_rank(getattr(finding, "level", None)) < level_rank(level):
+        return False
     if finding.fix_safety is FixSafety.SAFE:
         return True
     return finding.fix_safety is FixSafety.UNSAFE and unsafe_fixes
@@ -262,7 +269,7 @@ def _isolated_text(text: str, path: str, target: Finding, findings: Sequence[Fin
     silence: dict[int, list[str]] = {}
     companions = 0
     for other in findings:
-        if other == target or not _fixed_by_run(other, unsafe):
+        if other == target or not fixed_by_run(other, unsafe):
             continue
         if other.line == target.line and other.code == target.code:
             companions += 1  # a line-wide noqa would silence the target too
@@ -282,7 +289,10 @@ def _isolated_text(text: str, path: str, target: Finding, findings: Sequence[Fin
             edits.append(edit)
         marked = apply_edits(text, edits)
     try:
-        result = fix_source(marked, path, select=settings.select, ignore=settings.ignore, unsafe_fixes=unsafe)
+        # Every level: the user picked this finding, whatever its level (`gradfix fix --level warning`).
+        result = fix_source(
+            marked, path, select=settings.select, ignore=settings.ignore, unsafe_fixes=unsafe, level=Level.WARNING
+        )
     except Exception:
         return None
     fixed = result.source
@@ -400,6 +410,10 @@ def _map_edits(edits: list[Edit], focused_text: str, lines: list[int], found: La
 
 
 def fix_all(text: str, path: str, settings: LintSettings) -> list[Edit]:
-    """The edits of ``gradfix fix`` on the buffer (safe fixes; unsafe ones too when configured)."""
-    result = fix_source(text, path, select=settings.select, ignore=settings.ignore, unsafe_fixes=settings.unsafe_fixes)
+    """The edits of ``gradfix fix`` on the buffer: safe fixes (unsafe ones too when configured)
+    of error-level findings (warnings too with ``fixLevel = "warning"``)."""
+    result = fix_source(
+        text, path, select=settings.select, ignore=settings.ignore, unsafe_fixes=settings.unsafe_fixes,
+        level=Level(settings.fix_level),
+    )
     return minimal_edits(text, result.source)

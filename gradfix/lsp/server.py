@@ -19,6 +19,7 @@ edits go to the editor.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import queue
 import threading
@@ -27,7 +28,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
 from lsprotocol import types
-from pygls.exceptions import JsonRpcContentModified
+from pygls.exceptions import JsonRpcContentModified, JsonRpcException, JsonRpcParseError
 from pygls.lsp.server import LanguageServer
 from pygls.protocol import LanguageServerProtocol
 from pygls.protocol.language_server import lsp_method
@@ -142,10 +143,28 @@ class Document:
         return self.text.count("\n") > CHEAP_LINES
 
 
+_IGNORED = object()  # a request already answered with an error
+
+
 class GradfixProtocol(LanguageServerProtocol):
-    """Keeps documents in the server's own store (LSP line breaks, any position encoding)."""
+    """Keeps documents in the server's own store (LSP line breaks, any position encoding),
+    and answers a request whose parameters cannot be read with an error (pygls drops it)."""
 
     _server: "GradfixServer"
+
+    def structure_message(self, data: dict[str, Any]):
+        try:
+            return super().structure_message(data)
+        except JsonRpcException as error:
+            if isinstance(data, dict) and "id" in data and "method" in data:
+                self._send_response(data["id"], None, error.to_response_error())
+                return _IGNORED
+            raise
+
+    def handle_message(self, message: Any) -> None:
+        if message is _IGNORED:
+            return
+        super().handle_message(message)
 
     @lsp_method(types.TEXT_DOCUMENT_DID_OPEN)
     def lsp_text_document__did_open(self, params: types.DidOpenTextDocumentParams):
@@ -181,6 +200,17 @@ class GradfixServer(LanguageServer):
         self.pending_messages: list[str] = []
         self._fast: Optional[Lane] = None
         self._full: Optional[Lane] = None
+
+    def report_server_error(self, error: Exception, source: Any) -> None:
+        """Errors outside a request go to the log, not to pop-ups; unreadable JSON gets a parse error."""
+        if isinstance(error, json.JSONDecodeError):
+            self.protocol._send_response(None, None, JsonRpcParseError(str(error)).to_response_error())  # type: ignore[arg-type]
+        message = f"gradfix lsp: {type(error).__name__}: {error}"
+        logger.error(message)
+        try:
+            self.window_log_message(types.LogMessageParams(type=types.MessageType.Error, message=message))
+        except Exception:  # pragma: no cover - the writer itself failed
+            pass
 
     # -- lanes --------------------------------------------------------------------------
 
@@ -368,9 +398,8 @@ class GradfixServer(LanguageServer):
     # -- diagnostics ------------------------------------------------------------------------
 
     def visible(self, outcome: analysis.LintOutcome) -> list[Finding]:
-        if outcome.settings.level == "error":
-            return [f for f in outcome.findings if getattr(f, "level", None) == "error"]
-        return list(outcome.findings)
+        lowest = analysis.level_rank(outcome.settings.level)
+        return [f for f in outcome.findings if analysis.level_rank(getattr(f, "level", None)) >= lowest]
 
     def finding_range(self, doc: Document, outcome: analysis.LintOutcome, finding: Finding) -> types.Range:
         index = doc.index(outcome.text, self.encoding)
@@ -380,15 +409,19 @@ class GradfixServer(LanguageServer):
 
     def diagnostic(self, doc: Document, outcome: analysis.LintOutcome, finding: Finding) -> types.Diagnostic:
         href = self.docs_href(finding)
-        level = getattr(finding, "level", None)
+        level = analysis.level_rank(getattr(finding, "level", None))
         return types.Diagnostic(
             range=self.finding_range(doc, outcome, finding),
             message=finding.message,
-            severity=types.DiagnosticSeverity.Error if level == "error" else types.DiagnosticSeverity.Warning,
+            severity=types.DiagnosticSeverity.Error if level == 2 else types.DiagnosticSeverity.Warning,
             code=finding.code,
             code_description=types.CodeDescription(href=href) if href else None,
             source=SOURCE,
-            data={"fixSafety": finding.fix_safety.value, "fixTitle": finding.fix_title},
+            data={
+                "fixSafety": finding.fix_safety.value,
+                "fixTitle": finding.fix_title,
+                "level": str(getattr(finding, "level", None) or "warning"),
+            },
         )
 
     def diagnostics(self, doc: Document, outcome: analysis.LintOutcome) -> list[types.Diagnostic]:
@@ -496,10 +529,6 @@ def _overlaps(a: types.Range, b: types.Range) -> bool:
 
 def _finding_id(finding: Finding) -> list:
     return [finding.code, finding.line, finding.col, finding.end_line, finding.end_col]
-
-
-def _fixed_by_run(finding: Finding, unsafe_fixes: bool) -> bool:
-    return finding.fix_safety is FixSafety.SAFE or (finding.fix_safety is FixSafety.UNSAFE and unsafe_fixes)
 
 
 def _capability(obj: Any, *names: str) -> Any:
@@ -698,7 +727,9 @@ def create_server() -> GradfixServer:
                         )
                     )
         actions = fixes + silencers
-        if _wants(FIX_ALL_KIND, only) and any(_fixed_by_run(f, settings.unsafe_fixes) for f in outcome.findings):
+        if _wants(FIX_ALL_KIND, only) and any(
+            analysis.fixed_by_run(f, settings.unsafe_fixes, settings.fix_level) for f in outcome.findings
+        ):
             title = "gradfix: fix all" + (" (unsafe fixes included)" if settings.unsafe_fixes else " safe fixes")
             action = types.CodeAction(
                 title=title, kind=FIX_ALL_KIND, data={"uri": doc.uri, "generation": outcome.version, "kind": "fixAll"}
@@ -747,7 +778,7 @@ async def _fix_action(
         if other != finding
         and other.line == finding.line
         and other.code == finding.code
-        and _fixed_by_run(other, outcome.settings.unsafe_fixes or unsafe)
+        and analysis.fixed_by_run(other, outcome.settings.unsafe_fixes or unsafe)
     )
     title = finding.fix_title or f"Fix {finding.code}"
     if companions:

@@ -15,7 +15,8 @@ from typing import Any, Optional
 from ..config import ConfigError, engine_selection, load_config, merge, parse_selectors
 
 LEVELS = ("error", "warning")
-DEFAULT_LEVEL = "warning"
+DEFAULT_LEVEL = "warning"  # diagnostics: every finding, as `gradfix check`
+DEFAULT_FIX_LEVEL = "error"  # fix-all: error-level findings, as `gradfix fix`
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,7 @@ class ClientOptions:
     ignore: Optional[tuple[str, ...]] = None
     unsafe_fixes: Optional[bool] = None
     level: Optional[str] = None
+    fix_level: Optional[str] = None
     docs_base_url: Optional[str] = None
 
 
@@ -61,19 +63,25 @@ def parse_client_options(raw: Any) -> tuple[ClientOptions, list[str]]:
     if unsafe is not None and not isinstance(unsafe, bool):
         errors.append(f"gradfix settings: `unsafeFixes` must be true or false, got {unsafe!r}")
         unsafe = None
-    level = section.get("level")
-    if level is not None and level not in LEVELS:
-        errors.append(f"gradfix settings: `level` must be one of {', '.join(LEVELS)}, got {level!r}")
-        level = None
+    level = _level(section, "level", errors)
+    fix_level = _level(section, "fixLevel", errors)
     docs = section.get("docsBaseUrl")
     if docs is not None and not (isinstance(docs, str) and docs):
         errors.append(f"gradfix settings: `docsBaseUrl` must be a URL, got {docs!r}")
         docs = None
-    known = {"select", "ignore", "unsafeFixes", "unsafe-fixes", "level", "docsBaseUrl"}
+    known = {"select", "ignore", "unsafeFixes", "unsafe-fixes", "level", "fixLevel", "docsBaseUrl"}
     for key in section:
         if key not in known:
             errors.append(f"gradfix settings: unknown key {key!r}; ignored")
-    return ClientOptions(select, ignore, unsafe, level, docs), errors
+    return ClientOptions(select, ignore, unsafe, level, fix_level, docs), errors
+
+
+def _level(section: dict, key: str, errors: list[str]) -> Optional[str]:
+    value = section.get(key)
+    if value is not None and value not in LEVELS:
+        errors.append(f"gradfix settings: `{key}` must be one of {', '.join(LEVELS)}, got {value!r}")
+        return None
+    return value
 
 
 @dataclass(frozen=True)
@@ -83,7 +91,8 @@ class LintSettings:
     select: tuple[str, ...] = ()
     ignore: tuple[str, ...] = ()
     unsafe_fixes: bool = False
-    level: str = DEFAULT_LEVEL
+    level: str = DEFAULT_LEVEL  # the lowest level shown
+    fix_level: str = DEFAULT_FIX_LEVEL  # the lowest level fix-all fixes
 
 
 @dataclass(frozen=True)
@@ -108,7 +117,8 @@ def resolve(path: Optional[str], fallback_root: Optional[str], client: ClientOpt
     messages.extend(f"warning: {w}" for w in config.warnings)
     settings = merge(config, client.select, client.ignore, client.unsafe_fixes)
     select, ignore = engine_selection(settings.select, settings.ignore)
-    level = client.level or getattr(config, "level", None) or DEFAULT_LEVEL
+    level = client.level or DEFAULT_LEVEL
+    fix_level = client.fix_level or DEFAULT_FIX_LEVEL
     excluded = False
     if path is not None:
         from ..files import Excluder
@@ -116,7 +126,7 @@ def resolve(path: Optional[str], fallback_root: Optional[str], client: ClientOpt
         root = config.root if config.path is not None else Path(fallback_root or os.path.dirname(path))
         excluded = Excluder(config.exclude, root).excluded_with_ancestors(path)
     return DocumentSettings(
-        lint=LintSettings(select, ignore, settings.unsafe_fixes, level if level in LEVELS else DEFAULT_LEVEL),
+        lint=LintSettings(select, ignore, settings.unsafe_fixes, level, fix_level),
         excluded=excluded,
         config_path=str(config.path) if config.path is not None else None,
         messages=tuple(messages),
