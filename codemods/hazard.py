@@ -75,13 +75,21 @@ def _worst(producers: Iterable[Producer]) -> Producer:
 
 
 def _last_name(ctx: "RuleContext", func: cst.BaseExpression) -> tuple[Optional[str], bool]:
-    """The called op's last name and whether it is a torch function (vs a method)."""
+    """The called op's last name and whether it is a torch function (vs a method).
+
+    In-place variants answer for their twin: ``F.relu_(x)`` returns x holding relu's
+    output, which relu's backward needs just the same.
+    """
     for name in ctx.qualified_names(func):
         if name.startswith("torch."):
-            return name.rsplit(".", 1)[-1], True
+            return _twin(name.rsplit(".", 1)[-1]), True
     if isinstance(func, cst.Attribute):
-        return func.attr.value, False
+        return _twin(func.attr.value), False
     return None, False
+
+
+def _twin(name: str) -> str:
+    return name[:-1] if name.endswith("_") and not name.endswith("__") and name[:-1] in SAVES_OUTPUT else name
 
 
 def _module_class(ctx: "RuleContext", func: cst.BaseExpression) -> Optional[str]:
