@@ -5,8 +5,10 @@ from __future__ import annotations
 from ..rule import Rule
 from .gf101_augmented_assignment import AugmentedAssignment
 from .gf102_inplace_method import InplaceMethod
+from .gf105_inplace_argument import InplaceArgument
+from .gf106_out_argument import OutArgument
 
-ALL_RULES: tuple[type[Rule], ...] = (AugmentedAssignment, InplaceMethod)
+ALL_RULES: tuple[type[Rule], ...] = (AugmentedAssignment, InplaceMethod, InplaceArgument, OutArgument)
 RULES_BY_CODE: dict[str, type[Rule]] = {rule.code: rule for rule in ALL_RULES}
 
 __all__ = ["ALL_RULES", "RULES_BY_CODE"]
