@@ -5,6 +5,8 @@ from __future__ import annotations
 from ..rule import Rule
 from .gf101_augmented_assignment import AugmentedAssignment
 from .gf102_inplace_method import InplaceMethod
+from .gf103_data_write import DataWrite
+from .gf104_subscript_assignment import SubscriptAssignment
 from .gf105_inplace_argument import InplaceArgument
 from .gf106_out_argument import OutArgument
 
