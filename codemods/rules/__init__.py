@@ -10,7 +10,7 @@ from .gf104_subscript_assignment import SubscriptAssignment
 from .gf105_inplace_argument import InplaceArgument
 from .gf106_out_argument import OutArgument
 
-ALL_RULES: tuple[type[Rule], ...] = (AugmentedAssignment, InplaceMethod, InplaceArgument, OutArgument)
+ALL_RULES: tuple[type[Rule], ...] = (AugmentedAssignment, InplaceMethod, DataWrite, SubscriptAssignment, InplaceArgument, OutArgument)
 RULES_BY_CODE: dict[str, type[Rule]] = {rule.code: rule for rule in ALL_RULES}
 
 __all__ = ["ALL_RULES", "RULES_BY_CODE"]
