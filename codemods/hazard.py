@@ -270,17 +270,31 @@ class HazardAnalysis:
             reaching.append(max(before, key=self._bound_at))
         elif params:
             reaching.extend(params)
-        loop = _enclosing_loop(ctx, site)
+        loop = self._carrying_loop(reaching, site)
         if loop is not None:
             # The next iteration sees what the loop body binds after the site.
             reaching.extend(b for b in bindings if ctx.start(b.node) > site_start and ctx.is_inside(b.node, loop))
         return reaching
 
+    def _carrying_loop(self, reaching: list[Assignment], site: cst.CSTNode) -> Optional[cst.CSTNode]:
+        """The loop whose earlier iterations can reach ``site`` with the same tensor, if any.
+
+        When the name is bound again inside the loop before the write, every iteration
+        writes into a fresh tensor: nothing from the previous iteration reaches it.
+        """
+        loop = _enclosing_loop(self.ctx, site)
+        if loop is None:
+            return None
+        if any(not isinstance(b.node, cst.Param) and self.ctx.is_inside(b.node, loop)
+               and not isinstance(self.ctx.parent(b.node), cst.AugAssign) for b in reaching):
+            return None
+        return loop
+
     def _made_leaf(self, name: cst.Name, reaching: list[Assignment], site: cst.CSTNode) -> bool:
         """`y.requires_grad_()` (or `y.requires_grad = True`) after the binding: y is a leaf now."""
         ctx = self.ctx
         start = max((self._bound_at(b) for b in reaching if not isinstance(b.node, cst.Param)), default=(0, 0))
-        for use in self._uses(name, start, site):
+        for use in self._uses(name, start, site, self._carrying_loop(reaching, site)):
             parent = ctx.parent(use)
             if isinstance(parent, cst.Attribute) and parent.value is use:
                 if parent.attr.value == "requires_grad_":
@@ -290,13 +304,13 @@ class HazardAnalysis:
                     return True
         return False
 
-    def _uses(self, name: cst.Name, after: tuple[int, int], site: cst.CSTNode) -> list[cst.Name]:
+    def _uses(self, name: cst.Name, after: tuple[int, int], site: cst.CSTNode,
+              loop: Optional[cst.CSTNode] = None) -> list[cst.Name]:
         ctx = self.ctx
         scope = ctx.scope(name)
         if scope is None:
             return []
         site_start = ctx.start(site)
-        loop = _enclosing_loop(ctx, site)
         uses = []
         for binding in scope[name.value]:
             if not isinstance(binding, Assignment):
@@ -321,7 +335,7 @@ class HazardAnalysis:
         bindings = [a for a in scope[target.value] if isinstance(a, Assignment)]
         reaching = self._reaching(bindings, site)
         start = max((self._bound_at(b) for b in reaching if not isinstance(b.node, cst.Param)), default=(0, 0))
-        for use in self._uses(target, start, site):
+        for use in self._uses(target, start, site, self._carrying_loop(reaching, site)):
             reason = self._saving_use(use)
             if reason:
                 return f"{reason} (line {ctx.line(use)})"

@@ -175,14 +175,16 @@ def test_unknown_values_get_at_most_an_unsafe_fix():
 
 
 def test_module_functions_are_not_tensor_methods():
-    assert codes("""
+    text = """
         import torch
         from torch import nn
         def f(w):
             nn.init.normal_(w)
             torch.nn.init.zeros_(w)
             return torch.relu_(w)
-    """) == []
+    """
+    assert codes(text, select=["GF102"]) == []
+    assert codes(text) == [(6, "GF107")]  # torch.relu_ is GF107's; nn.init.*_ are initializers
 
 
 # --- aliasing and fix safety ----------------------------------------------------------
@@ -520,3 +522,26 @@ def test_module_outputs_follow_the_layer_kind():
     found = check_source(text)
     assert [(f.line, f.level.value) for f in found] == [(13, "error"), (16, "error")]
     assert "Sigmoid" not in found[0].message and "Linear" in found[1].message
+
+
+def test_loop_that_rebinds_before_the_write_carries_nothing_over():
+    rebinding = src("""
+        import torch
+        def f(xs, w):
+            for x in xs:
+                h = x + 1
+                h.add_(1)
+                y = h * w
+            return y
+    """)
+    assert check_source(rebinding) == []
+    carried = src("""
+        import torch
+        def f(xs, w):
+            h = torch.zeros(3)
+            for x in xs:
+                h.add_(x)
+                y = h * w
+            return y
+    """)
+    assert [f.level.value for f in check_source(carried)] == ["error"]
