@@ -7,7 +7,9 @@ from pathlib import Path
 import pytest
 
 from gradfix.codemods import FixSafety, Level, check_source, fix_source
-from gradfix.lsp.analysis import exact_lint, fast_lint, fix_all, focused_single_fix, layout, single_fix
+import random
+
+from gradfix.lsp.analysis import exact_lint, fast_lint, fix_all, focused_single_fix, layout, relayout, single_fix
 from gradfix.lsp.settings import LintSettings
 from gradfix.lsp.text import apply_edits
 
@@ -229,3 +231,32 @@ def test_lint_of_null_bytes_and_internal_errors_do_not_raise(monkeypatch):
     monkeypatch.setattr("gradfix.lsp.analysis.check_source", boom)
     outcome = exact_lint(1, MODEL, "m.py", DEFAULT)
     assert outcome.internal_error == "RuntimeError: rule crashed" and outcome.findings == []
+
+
+def test_relayout_equals_a_whole_parse():
+    rng = random.Random(7)
+    pieces = ["    t.add_(1)\n", "\n", "def extra(z):\n    return z\n", "@torch.no_grad()\n", "x = (\n", ")\n",
+              "# comment\n", "    ", "class K:\n    pass\n", '"""\n', "import os\n", "        y = 1\n"]
+    text = _bigger(MODEL, 3)
+    found = layout(text)
+    reparsed = 0
+    for _ in range(400):
+        lines = text.splitlines(keepends=True)
+        at = rng.randrange(len(lines) + 1)
+        if rng.random() < 0.5 and at < len(lines):
+            del lines[at : at + rng.randint(1, 3)]
+        else:
+            lines[at:at] = [rng.choice(pieces)]
+        new = "".join(lines)
+        try:
+            expected = layout(new)
+        except (SyntaxError, ValueError):
+            assert relayout(found, text, new) is None
+            continue
+        got = relayout(found, text, new)
+        if got is None:
+            reparsed += 1
+        else:
+            assert (got.statements, got.chunks, got.prelude) == (expected.statements, expected.chunks, expected.prelude)
+        text, found = new, expected
+    assert reparsed < 100

@@ -54,7 +54,7 @@ class Layout:
     lines: list[str]
     chunks: list[Chunk]
     prelude: list[int]  # 0-based lines of module-level statements (not in any chunk)
-    statements: list[tuple[int, int]]  # every top-level statement, 0-based [start, end)
+    statements: list[tuple[int, int]]  # every top-level statement, 0-based [start, end), in order
 
     @property
     def prelude_text(self) -> str:
@@ -62,38 +62,125 @@ class Layout:
 
     def chunk_at(self, line: int) -> Optional[Chunk]:
         """The chunk containing 0-based ``line``."""
-        for chunk in self.chunks:
-            if chunk.start <= line < chunk.end:
-                return chunk
+        at = bisect.bisect_right([c.start for c in self.chunks], line) - 1
+        if at >= 0 and self.chunks[at].start <= line < self.chunks[at].end:
+            return self.chunks[at]
         return None
 
     def statement_at(self, line: int) -> Optional[tuple[int, int]]:
-        for start, end in self.statements:
-            if start <= line < end:
-                return (start, end)
+        at = bisect.bisect_right([start for start, _ in self.statements], line) - 1
+        if at >= 0 and self.statements[at][0] <= line < self.statements[at][1]:
+            return self.statements[at]
         return None
+
+
+_DEFINITIONS = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
+
+
+def _spans(tree: ast.Module, offset: int = 0) -> list[tuple[int, int, bool]]:
+    """(start, end, is a definition) of each top-level statement, decorators included."""
+    spans = []
+    for node in tree.body:
+        start = node.lineno - 1
+        definition = isinstance(node, _DEFINITIONS)
+        if definition:
+            start = min([start] + [d.lineno - 1 for d in node.decorator_list])  # type: ignore[attr-defined]
+        spans.append((start + offset, (node.end_lineno or node.lineno) + offset, definition))
+    return spans
+
+
+def _assemble(lines: list[str], spans: Sequence[tuple[int, int, bool]]) -> Layout:
+    chunks: list[Chunk] = []
+    prelude: list[int] = []
+    for start, end, definition in spans:
+        if definition:
+            chunks.append(Chunk(start, end, "".join(lines[start:end])))
+        else:
+            prelude.extend(range(start, end))
+    return Layout(lines, chunks, prelude, [(start, end) for start, end, _ in spans])
 
 
 def layout(text: str) -> Layout:
     """Raises SyntaxError or ValueError (null bytes) when CPython cannot parse ``text``."""
-    tree = ast.parse(text)
-    lines = split_lines(text)
-    chunks: list[Chunk] = []
-    statements: list[tuple[int, int]] = []
-    in_chunk: set[int] = set()
-    covered: set[int] = set()
-    for node in tree.body:
-        start = node.lineno - 1
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-            start = min([start] + [d.lineno - 1 for d in node.decorator_list])
-        end = node.end_lineno or node.lineno
-        statements.append((start, end))
-        covered.update(range(start, end))
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-            chunks.append(Chunk(start, end, "".join(lines[start:end])))
-            in_chunk.update(range(start, end))
-    prelude = sorted(covered - in_chunk)
-    return Layout(lines, chunks, prelude, statements)
+    return _assemble(split_lines(text), _spans(ast.parse(text)))
+
+
+def _common_prefix(a: str, b: str) -> int:
+    low, high = 0, min(len(a), len(b))
+    while low < high:  # slices compare in C: a binary search beats a character loop
+        middle = (low + high + 1) // 2
+        if a[:middle] == b[:middle]:
+            low = middle
+        else:
+            high = middle - 1
+    return low
+
+
+def _common_suffix(a: str, b: str, limit: int) -> int:
+    low, high = 0, limit
+    while low < high:
+        middle = (low + high + 1) // 2
+        if a[len(a) - middle :] == b[len(b) - middle :]:
+            low = middle
+        else:
+            high = middle - 1
+    return low
+
+
+def relayout(previous: Layout, old: str, new: str) -> Optional[Layout]:
+    """The layout of ``new`` from ``previous`` (of ``old``), parsing only the statements the edit touched.
+
+    The edited region grows to whole top-level statements, and to the statement
+    on each side when it starts or ends between statements (typing at the end of
+    a function extends that function). None when the region alone does not parse:
+    then the whole buffer has to be parsed (for the error, or for what changed).
+    """
+    prefix = _common_prefix(old, new)
+    suffix = _common_suffix(old, new, min(len(old), len(new)) - prefix)
+    starts = [0]
+    for line in previous.lines:
+        starts.append(starts[-1] + len(line))
+    # The end of a last line without a line break belongs to that line.
+    open_end = bool(previous.lines) and not previous.lines[-1].endswith(("\n", "\r"))
+    limit = len(previous.lines) - 1 if open_end else len(previous.lines)
+    first = min(max(0, bisect.bisect_right(starts, prefix) - 1), limit)
+    last = min(max(first, bisect.bisect_right(starts, len(old) - suffix) - 1), limit)
+    begin, end = first, min(last + 1, len(previous.lines))
+    statements = previous.statements
+    index_before = bisect.bisect_right([s for s, _ in statements], begin) - 1
+    # the statement at or before the first edited line, and at or after the last one
+    if index_before >= 0:
+        begin = min(begin, statements[index_before][0])
+        end = max(end, statements[index_before][1])
+    for start, stop in statements:
+        if start < end and stop > begin:
+            begin, end = min(begin, start), max(end, stop)
+        elif start >= end:
+            end = stop  # the next statement: an edit just before it may join it
+            break
+    lines = split_lines(new)
+    delta = len(lines) - len(previous.lines)
+    region_end = end + delta
+    if region_end < begin:
+        return None
+    try:
+        tree = ast.parse("".join(lines[begin:region_end]))
+    except (SyntaxError, ValueError, RecursionError):
+        return None
+    chunk_starts = {c.start for c in previous.chunks}
+    spans = [(s, e, s in chunk_starts) for s, e in statements if e <= begin]
+    spans += _spans(tree, begin)
+    spans += [(s + delta, e + delta, s in chunk_starts) for s, e in statements if s >= end]
+    return _assemble(lines, spans)
+
+
+@dataclass(frozen=True)
+class SyntaxProblem:
+    """Where the buffer stops parsing (1-based line and column, as the engine reports them)."""
+
+    message: str
+    line: int
+    col: int
 
 
 @dataclass
@@ -104,7 +191,7 @@ class LintOutcome:
     text: str
     settings: LintSettings
     findings: list[Finding] = field(default_factory=list)
-    syntax_error: Optional[SourceSyntaxError] = None
+    syntax_error: Optional[SyntaxProblem] = None
     internal_error: Optional[str] = None
     exact: bool = True
     elapsed: float = 0.0
@@ -136,11 +223,11 @@ def _build_cache(found: Layout, findings: Sequence[Finding]) -> dict[tuple[str, 
 
 def _syntax_outcome(version: int, text: str, settings: LintSettings, error: BaseException, started: float) -> LintOutcome:
     if isinstance(error, SourceSyntaxError):
-        syntax = error
+        syntax = SyntaxProblem(error.message, error.line, error.col)
     elif isinstance(error, SyntaxError):
-        syntax = SourceSyntaxError(error.msg, error.lineno or 1, error.offset or 1)
+        syntax = SyntaxProblem(error.msg, error.lineno or 1, error.offset or 1)
     else:  # ValueError: source code string cannot contain null bytes
-        syntax = SourceSyntaxError(str(error), 1, 1)
+        syntax = SyntaxProblem(str(error), 1, 1)
     return LintOutcome(version, text, settings, syntax_error=syntax, elapsed=time.perf_counter() - started)
 
 
@@ -203,7 +290,11 @@ def fast_lint(
     """Lint only what changed since ``previous``; the whole buffer when that is not worth it."""
     started = time.perf_counter()
     try:
-        found = layout(text)
+        found = None
+        if previous is not None and previous.layout is not None:
+            found = relayout(previous.layout, previous.text, text)
+        if found is None:
+            found = layout(text)
     except (SyntaxError, ValueError) as error:
         outcome = _syntax_outcome(version, text, settings, error, started)
         outcome.exact = False  # libcst's message for what CPython accepts comes from the exact lint

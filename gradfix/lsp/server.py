@@ -40,13 +40,14 @@ from . import analysis
 from .noqa import CommentSites
 from .settings import ClientOptions, DocumentSettings, parse_client_options, resolve
 from .text import UTF8, UTF16, UTF32, Edit, TextIndex
+from .worker import Worker, WorkerCrashed
 
 logger = logging.getLogger("gradfix.lsp")
 
 SOURCE = "gradfix"
 FIX_ALL_KIND = "source.fixAll.gradfix"
 #: Quiet time after a change before linting (a burst of keystrokes is linted once).
-DEBOUNCE = 0.05
+DEBOUNCE = 0.02
 #: Quiet time before the exact whole-buffer lint that follows a fast one.
 EXACT_DELAY = 0.4
 #: A buffer whose whole lint took less than this is always linted whole.
@@ -64,9 +65,14 @@ def _local_docs() -> Optional[str]:
 
 
 class Lane:
-    """One daemon worker thread; results come back as asyncio futures."""
+    """One daemon worker thread; results come back as asyncio futures.
 
-    def __init__(self, name: str) -> None:
+    With a :class:`~gradfix.lsp.worker.Worker`, the thread hands each job to that
+    process and waits (without the GIL); if the process dies, the job runs here.
+    """
+
+    def __init__(self, name: str, worker: Optional[Worker] = None) -> None:
+        self.worker = worker
         self._queue: "queue.SimpleQueue[tuple]" = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
@@ -77,13 +83,23 @@ class Lane:
         self._queue.put((loop, future, fn, args))
         return future
 
+    def _call(self, fn: Callable[..., Any], args: tuple) -> Any:
+        if self.worker is not None:
+            try:
+                return self.worker.call(fn, *args)
+            except WorkerCrashed:
+                if self.worker.closed:
+                    raise
+                logger.exception("the worker process failed; running the job in the server")
+        return fn(*args)
+
     def _run(self) -> None:
         while True:
             loop, future, fn, args = self._queue.get()
             if future.cancelled():  # nobody waits for it any more
                 continue
             try:
-                result = fn(*args)
+                result = self._call(fn, args)
             except BaseException as error:  # noqa: BLE001 - handed to the waiting coroutine
                 loop.call_soon_threadsafe(_settle, future, None, error)
             else:
@@ -223,8 +239,14 @@ class GradfixServer(LanguageServer):
     @property
     def full(self) -> Lane:
         if self._full is None:
-            self._full = Lane("gradfix-full")
+            self._full = Lane("gradfix-full", Worker())
         return self._full
+
+    def start_worker(self) -> None:
+        """Start the worker process early: its imports take a moment."""
+        worker = self.full.worker
+        if worker is not None:
+            threading.Thread(target=worker.start, name="gradfix-worker-start", daemon=True).start()
 
     def lane_for(self, doc: Document) -> Lane:
         return self.full if doc.expensive else self.fast
@@ -567,6 +589,7 @@ def create_server() -> GradfixServer:
 
     @server.feature(types.INITIALIZED)
     async def initialized(ls: GradfixServer, params: types.InitializedParams) -> None:
+        ls.start_worker()
         for message in ls.pending_messages:
             ls.tell(message)
         ls.pending_messages.clear()
@@ -591,6 +614,13 @@ def create_server() -> GradfixServer:
         await ls.pull_workspace_configuration()
         if ls.options != before:
             ls.refresh_settings()
+
+    @server.feature(types.SHUTDOWN)
+    def shutdown(ls: GradfixServer, params: None) -> None:
+        for doc in ls.documents.values():
+            _close(doc)
+        if ls._full is not None and ls._full.worker is not None:
+            ls._full.worker.close()
 
     @server.feature(types.TEXT_DOCUMENT_DID_OPEN)
     def did_open(ls: GradfixServer, params: types.DidOpenTextDocumentParams) -> None:

@@ -117,8 +117,9 @@ def resolve(path: Optional[str], fallback_root: Optional[str], client: ClientOpt
     messages.extend(f"warning: {w}" for w in config.warnings)
     settings = merge(config, client.select, client.ignore, client.unsafe_fixes)
     select, ignore = engine_selection(settings.select, settings.ignore)
-    level = client.level or DEFAULT_LEVEL
-    fix_level = client.fix_level or DEFAULT_FIX_LEVEL
+    # The CLI's --level defaults (check: warnings up, fix: errors), or the project's if it sets them.
+    level = client.level or str(getattr(settings, "report_level", DEFAULT_LEVEL))
+    fix_level = client.fix_level or str(getattr(settings, "fix_level", DEFAULT_FIX_LEVEL))
     excluded = False
     if path is not None:
         from ..files import Excluder

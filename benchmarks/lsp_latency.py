@@ -1,0 +1,281 @@
+"""Latency of `gradfix lsp`: diagnostics after a change in a 3,000-line file, and code actions.
+
+    python benchmarks/lsp_latency.py [--lines 3000] [--edits 10] [--quick]
+
+A real client talks to `python -m gradfix lsp` over stdio (as an editor does)
+and measures wall time from sending a message to receiving what it waits for:
+
+* diagnostics after a change: `didChange` (an incremental edit inside one
+  function) until `publishDiagnostics` for that version, with the editor
+  idle before the change and while typing (an edit every 250 ms, so the
+  server's exact whole-file lint is running in the background);
+* code actions: `textDocument/codeAction` on a diagnostic until the response
+  (edits resolved lazily, as VS Code and Neovim ask), then `codeAction/resolve`
+  of the quick fix, and the same request from a client without resolve
+  support (edits computed at once); fix-all for reference.
+
+Targets (issue 5): diagnostics at most 150 ms, code actions at most 50 ms.
+The first diagnostics after opening the file are the engine's whole-file lint
+and are printed for reference.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Optional
+
+from lsprotocol import types
+from pygls.lsp.client import LanguageClient
+
+ROOT = Path(__file__).resolve().parent.parent
+DIAGNOSTICS_TARGET = 0.150
+ACTION_TARGET = 0.050
+
+HEADER = '''"""A generated model zoo: modules and helpers, some with in-place writes."""
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+HIDDEN = 64
+
+'''
+
+MODULE = '''
+
+class Block{i}(nn.Module):
+    """Block {i}."""
+
+    def __init__(self, size: int = HIDDEN) -> None:
+        super().__init__()
+        self.proj = nn.Linear(size, size)
+        self.norm = nn.LayerNorm(size)
+        self.scale = math.sqrt(size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.norm(self.proj(x))
+        g = torch.sigmoid(h)
+        {gate}
+        out = g * h / self.scale
+        for step in range(2):
+            out = out + step
+        return F.gelu(out)
+
+
+def helper{i}(x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    t = torch.tanh(x)
+    {helper}
+    y = t + bias
+    return y.sum(dim=-1)
+'''
+
+
+def make_source(lines: int) -> str:
+    """About ``lines`` lines; a finding in roughly one function of three."""
+    parts = [HEADER]
+    i = 0
+    while sum(p.count("\n") for p in parts) < lines:
+        gate = "g.mul_(2)" if i % 3 == 0 else "g = g * 2"
+        helper = "t += 1" if i % 3 == 1 else "t = t + 1"
+        parts.append(MODULE.format(i=i, gate=gate, helper=helper))
+        i += 1
+    return "".join(parts)
+
+
+class Client(LanguageClient):
+    def __init__(self) -> None:
+        super().__init__("gradfix-bench", "1")
+        self.received: dict[tuple[str, Optional[int]], float] = {}
+        self.last: dict[str, list[types.Diagnostic]] = {}
+        self.event = asyncio.Event()
+
+        @self.feature(types.TEXT_DOCUMENT_PUBLISH_DIAGNOSTICS)
+        def publish(params: types.PublishDiagnosticsParams) -> None:
+            self.received.setdefault((params.uri, params.version), time.perf_counter())
+            self.last[params.uri] = list(params.diagnostics)
+            self.event.set()
+
+    async def wait_version(self, uri: str, version: int, timeout: float = 600) -> float:
+        deadline = time.perf_counter() + timeout
+        while (uri, version) not in self.received:
+            self.event.clear()
+            remaining = deadline - time.perf_counter()
+            if remaining <= 0:
+                raise TimeoutError(f"no diagnostics for version {version}")
+            try:
+                await asyncio.wait_for(self.event.wait(), remaining)
+            except asyncio.TimeoutError:
+                pass
+        return self.received[(uri, version)]
+
+
+async def start(lazy: bool) -> Client:
+    client = Client()
+    await client.start_io(sys.executable, "-m", "gradfix", "lsp")
+    resolve = types.ClientCodeActionResolveOptions(properties=["edit"]) if lazy else None
+    caps = types.ClientCapabilities(
+        text_document=types.TextDocumentClientCapabilities(
+            code_action=types.CodeActionClientCapabilities(resolve_support=resolve)
+        )
+    )
+    await client.initialize_async(types.InitializeParams(capabilities=caps, process_id=None))
+    client.initialized(types.InitializedParams())
+    return client
+
+
+async def stop(client: Client) -> None:
+    await client.shutdown_async(None)
+    client.exit(None)
+    await client.stop()
+
+
+def insert_at(uri: str, version: int, line: int, text: str) -> types.DidChangeTextDocumentParams:
+    where = types.Position(line, 0)
+    return types.DidChangeTextDocumentParams(
+        text_document=types.VersionedTextDocumentIdentifier(uri=uri, version=version),
+        content_changes=[types.TextDocumentContentChangePartial(range=types.Range(where, where), text=text)],
+    )
+
+
+def delete_line(uri: str, version: int, line: int) -> types.DidChangeTextDocumentParams:
+    return types.DidChangeTextDocumentParams(
+        text_document=types.VersionedTextDocumentIdentifier(uri=uri, version=version),
+        content_changes=[
+            types.TextDocumentContentChangePartial(
+                range=types.Range(types.Position(line, 0), types.Position(line + 1, 0)), text=""
+            )
+        ],
+    )
+
+
+async def edit_latencies(client: Client, uri: str, source: str, version: int, edits: int, pause: float) -> tuple[list[float], int]:
+    """Insert, then remove, an in-place line inside helpers spread over the file."""
+    lines = source.splitlines()
+    helpers = [n for n, text in enumerate(lines) if text.startswith("def helper")]
+    latencies = []
+    for k in range(edits):
+        target = helpers[(k * 7) % len(helpers)] + 2  # inside the helper's body
+        version += 1
+        sent = time.perf_counter()
+        client.text_document_did_change(insert_at(uri, version, target, "    t.add_(0.5)\n"))
+        latencies.append(await client.wait_version(uri, version) - sent)
+        await asyncio.sleep(pause)
+        version += 1
+        client.text_document_did_change(delete_line(uri, version, target))
+        await client.wait_version(uri, version)
+        await asyncio.sleep(pause)
+    return latencies, version
+
+
+async def timed(coro) -> tuple[float, object]:
+    started = time.perf_counter()
+    result = await coro
+    return time.perf_counter() - started, result
+
+
+def action_params(uri: str, diagnostic: types.Diagnostic, only=None) -> types.CodeActionParams:
+    return types.CodeActionParams(
+        text_document=types.TextDocumentIdentifier(uri),
+        range=diagnostic.range,
+        context=types.CodeActionContext(diagnostics=[diagnostic], only=only),
+    )
+
+
+def row(name: str, values: list[float], target: Optional[float]) -> str:
+    values = sorted(values)
+    median = statistics.median(values)
+    worst = values[-1]
+    verdict = ""
+    if target is not None:
+        verdict = "meets" if median <= target else f"misses by {median / target:.1f}x"
+        verdict = f"target {target * 1000:.0f} ms: {verdict}"
+    return f"{name:<58} median {median * 1000:8.1f} ms   max {worst * 1000:8.1f} ms   n={len(values):<3} {verdict}"
+
+
+async def run(lines: int, edits: int, quick: bool) -> int:
+    source = make_source(lines)
+    total_lines = source.count("\n")
+    print(f"gradfix lsp latency, {total_lines}-line file, Python {sys.version.split()[0]}")
+    report: list[str] = []
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "zoo.py"
+        path.write_text(source, encoding="utf-8")
+        uri = path.as_uri()
+        client = await start(lazy=True)
+        try:
+            sent = time.perf_counter()
+            client.text_document_did_open(
+                types.DidOpenTextDocumentParams(types.TextDocumentItem(uri=uri, language_id="python", version=1, text=source))
+            )
+            first = await client.wait_version(uri, 1) - sent
+            findings = len(client.last[uri])
+            report.append(row(f"open: first diagnostics (whole-file lint, {findings} findings)", [first], None))
+
+            # Idle editor: the exact lint that follows each fast one finishes before the next edit.
+            settle = 0.2 if quick else max(2.0, first * 1.5)
+            idle, version = await edit_latencies(client, uri, source, 1, max(2, edits // 2), settle)
+            report.append(row("diagnostics after a change (idle before the change)", idle, DIAGNOSTICS_TARGET))
+            typing, version = await edit_latencies(client, uri, source, version, edits, 0.25)
+            report.append(row("diagnostics after a change (typing, whole-file lint running)", typing, DIAGNOSTICS_TARGET))
+            await asyncio.sleep(settle)
+
+            diagnostics = client.last[uri]
+            middle = [d for d in diagnostics if d.range.start.line > total_lines // 2]
+            diagnostic = (middle or diagnostics)[0]
+            request, resolve = [], []
+            for _ in range(edits):
+                elapsed, actions = await timed(client.text_document_code_action_async(action_params(uri, diagnostic)))
+                request.append(elapsed)
+                fix = next(a for a in actions if a.kind == "quickfix" and a.edit is None)
+                elapsed, _ = await timed(client.code_action_resolve_async(fix))
+                resolve.append(elapsed)
+            report.append(row("codeAction request (edits resolved lazily)", request, ACTION_TARGET))
+            report.append(row("codeAction/resolve of a quick fix", resolve, ACTION_TARGET))
+            if not quick:
+                elapsed, actions = await timed(
+                    client.text_document_code_action_async(action_params(uri, diagnostic, only=["source.fixAll"]))
+                )
+                elapsed_resolve, _ = await timed(client.code_action_resolve_async(actions[0]))
+                report.append(row("source.fixAll.gradfix: request + resolve (whole file)", [elapsed + elapsed_resolve], None))
+        finally:
+            await stop(client)
+
+        client = await start(lazy=False)
+        try:
+            client.text_document_did_open(
+                types.DidOpenTextDocumentParams(types.TextDocumentItem(uri=uri, language_id="python", version=1, text=source))
+            )
+            await client.wait_version(uri, 1)
+            diagnostics = client.last[uri]
+            diagnostic = [d for d in diagnostics if d.range.start.line > total_lines // 2][0]
+            eager = []
+            for _ in range(max(3, edits // 2)):
+                elapsed, _ = await timed(
+                    client.text_document_code_action_async(action_params(uri, diagnostic, only=["quickfix"]))
+                )
+                eager.append(elapsed)
+            report.append(row("codeAction request, client without resolve (edits at once)", eager, ACTION_TARGET))
+        finally:
+            await stop(client)
+    print("\n".join(report))
+    return 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--lines", type=int, default=3000)
+    parser.add_argument("--edits", type=int, default=10)
+    parser.add_argument("--quick", action="store_true", help="short pauses, no fix-all (a smoke run)")
+    args = parser.parse_args()
+    return asyncio.run(run(args.lines, args.edits, args.quick))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
