@@ -299,11 +299,35 @@ def out_functions() -> list[str]:
             try:
                 parameters = inspect.signature(function).parameters
             except (TypeError, ValueError):
-                names.add(f"{prefix}.{op[len(strip):]}")  # a builtin binding: takes out= as the schema says
+                if _binding_takes_out(function):
+                    names.add(f"{prefix}.{op[len(strip):]}")
                 continue
             if "out" in parameters or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
                 names.add(f"{prefix}.{op[len(strip):]}")
     return sorted(names)
+
+
+def _binding_takes_out(function) -> bool:
+    """Does a builtin binding accept ``out=``? Its argument parser says so when called with one.
+
+    The registry has ``relu.out``, but ``torch.relu(x, out=y)`` is a TypeError: the Python
+    binding decides, so ask it (with a small tensor; any other complaint means out= parsed).
+    """
+    import re
+
+    import torch
+
+    try:
+        function(torch.ones(2, 2), out=torch.empty(0))
+    except TypeError as error:
+        message = str(error)
+        if "unexpected keyword argument 'out'" in message:
+            return False
+        if "expected one of" in message and not re.search(r"\bout\b", message.split("expected one of", 1)[1]):
+            return False
+    except Exception:  # noqa: BLE001 - out= was accepted, the values were not
+        pass
+    return True
 
 
 # --- the data file -------------------------------------------------------------------------------------

@@ -754,18 +754,38 @@ class InplaceArgument(Rule):
 def private_name(ctx: RuleContext, producers: Producers, name: cst.Name, call: cst.CSTNode) -> str:
     """"" if the tensor ``name`` holds at ``call`` is held by nothing else, else why it may be.
 
-    Fresh (made by an op or module that returns a new tensor), bound once on the way to
-    ``call``, and read in between only for its value. Otherwise GF102's rebinding verdict decides.
+    Fresh (made by an op or module that returns a new tensor, possibly passed through
+    ``h = self.relu(h)`` steps that return their input), and read on the way to ``call``
+    only for its value. Otherwise GF102's rebinding verdict decides.
     """
-    binding = reaching_binding(ctx, name, call)
-    scope = ctx.scope(name)
-    if binding is not None and not isinstance(binding, cst.Param) and scope is not None:
-        value = bound_value(ctx, binding)
-        fresh = value is not None and producers.of_value(value, value).fresh
-        if fresh and _only_value_reads(ctx, scope, name, binding, call):
-            return ""
+    if _is_private(ctx, producers, name, call, 0):
+        return ""
     verdict = ctx.rebinding(name, call)
     return "" if verdict.safe else verdict.reason
+
+
+def _is_private(ctx: RuleContext, producers: Producers, name: cst.Name, site: cst.CSTNode, depth: int) -> bool:
+    binding = reaching_binding(ctx, name, site)
+    scope = ctx.scope(name)
+    if depth > 8 or binding is None or isinstance(binding, cst.Param) or scope is None:
+        return False
+    if not _only_value_reads(ctx, scope, name, binding, site):
+        return False
+    augmented = ctx.parent(binding)
+    if isinstance(augmented, cst.AugAssign):
+        return _is_private(ctx, producers, name, augmented, depth + 1)  # `out += identity`: the same tensor
+    value = bound_value(ctx, binding)
+    if value is None:
+        return False
+    producer = producers.of_value(value, value)
+    if producer.fresh:
+        return True
+    # `h = self.relu(h)` with an in-place module: the same tensor, still held by `h` alone.
+    source = first_input(value) if isinstance(value, cst.Call) else None
+    return (
+        isinstance(source, cst.Name) and source.value == name.value and producer.verdict is not Verdict.UNKNOWN
+        and _is_private(ctx, producers, source, value, depth + 1)
+    )
 
 
 def _only_value_reads(ctx: RuleContext, scope, name: cst.Name, binding: cst.CSTNode, call: cst.CSTNode) -> bool:

@@ -132,12 +132,10 @@ class GradTracker:
                 entry = MODULES.get(module_class(ctx, constructor) or "")
                 return True if entry and entry.get("has_parameters") else None
         if isinstance(attribute.value, cst.Name) and attribute.value.value == "self":
-            for value in self._class_assignments(attribute):
-                if isinstance(value, cst.Call) and any(
-                    n.rsplit(".", 1)[-1] == "Parameter" for n in ctx.qualified_names(value.func)
-                ):
-                    flag = _keyword(value, "requires_grad")
-                    return not (flag is not None and _is_false(flag.value))
+            # What the class stores there: a parameter, a buffer, or values gradfix can follow.
+            values = self._class_assignments(attribute)
+            if values:
+                return _combine(self.requires_grad(value, value) for value in values)
         return None
 
     def _class_assignments(self, attribute: cst.Attribute) -> list[cst.BaseExpression]:
@@ -156,6 +154,14 @@ class GradTracker:
                     t = target.target
                     if isinstance(t, cst.Attribute) and t.attr.value == wanted and isinstance(t.value, cst.Name) and t.value.value == "self":
                         found.append(node.value)
+
+            def visit_Call(self, node: cst.Call) -> None:
+                # self.register_buffer("name", value)
+                func = node.func
+                if isinstance(func, cst.Attribute) and func.attr.value == "register_buffer" and len(node.args) >= 2:
+                    first = node.args[0].value
+                    if isinstance(first, cst.SimpleString) and first.evaluated_value == wanted:
+                        found.append(node.args[1].value)
 
         cls.visit(Collector())
         return found
@@ -187,8 +193,7 @@ class GradTracker:
                 return False
             if method == "requires_grad_":
                 return not (call.args and _is_false(call.args[0].value))
-            if ctx.tensor_kind(call) is TensorKind.TENSOR:
-                return _combine([self.requires_grad(func.value, site)] + [self.requires_grad(a, site) for a in arguments])
+            return _combine([self.requires_grad(func.value, site)] + [self.requires_grad(a, site) for a in arguments])
         return None
 
 
