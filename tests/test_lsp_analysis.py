@@ -173,6 +173,9 @@ def test_fix_all_is_gradfix_fix():
     unsafe = LintSettings(unsafe_fixes=True)
     assert apply_edits(MODEL, fix_all(MODEL, "m.py", unsafe)) == fix_source(MODEL, "m.py", unsafe_fixes=True).source
     assert fix_all("x = 1\n", "m.py", DEFAULT) == []
+    warnings = LintSettings(unsafe_fixes=True, fix_level="warning")
+    expected = fix_source(MODEL, "m.py", unsafe_fixes=True, level=Level.WARNING).source
+    assert apply_edits(MODEL, fix_all(MODEL, "m.py", warnings)) == expected
 
 
 # --- fast re-lint ----------------------------------------------------------------------------

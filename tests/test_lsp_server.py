@@ -408,6 +408,12 @@ async def test_project_configuration_client_overrides_and_changes(tmp_path):
         client.workspace_did_change_configuration(types.DidChangeConfigurationParams(settings=None))
         await diagnostics_for(client, uri, 1, count=0)
 
+        # level: only error-level findings are shown
+        client.workspace_did_change_configuration(types.DidChangeConfigurationParams(settings={"gradfix": {"level": "error"}}))
+        errors = [f for f in check_source(MODEL, "m.py") if str(f.level) == "error" and f.code == "GF101"]
+        await diagnostics_for(client, uri, 1, count=len(errors))
+        assert {d.severity for d in client.diagnostics[uri]} <= {types.DiagnosticSeverity.Error}
+
         # Bad values are reported and left out.
         client.workspace_did_change_configuration(
             types.DidChangeConfigurationParams(settings={"gradfix": {"select": ["XX9"], "unsafeFixes": "yes"}})

@@ -38,7 +38,7 @@ from .. import __version__
 from ..codemods import RULES_BY_CODE, Finding, FixSafety
 from . import analysis
 from .noqa import CommentSites
-from .settings import ClientOptions, DocumentSettings, parse_client_options, resolve
+from .settings import ClientOptions, DocumentSettings, parse_client_options, resolve, unknown_keys
 from .text import UTF8, UTF16, UTF32, Edit, TextIndex
 from .worker import Worker, WorkerCrashed
 
@@ -275,6 +275,16 @@ class GradfixServer(LanguageServer):
         }
         self.options = ClientOptions(**merged)
 
+    def read_options(self, raw: Any) -> ClientOptions:
+        """Parse the editor's settings; bad values are shown, unknown keys logged."""
+        options, errors = parse_client_options(raw)
+        for message in errors:
+            self.tell(message)
+        unknown = unknown_keys(raw)
+        if unknown:
+            logger.info("gradfix settings: not read by the server: %s", ", ".join(map(repr, unknown)))
+        return options
+
     def settings_for(self, path: Optional[str]) -> DocumentSettings:
         settings = resolve(path, self.root, self.options)
         for message in settings.messages:
@@ -312,10 +322,7 @@ class GradfixServer(LanguageServer):
             return
         raw = values[0] if values else None
         if isinstance(raw, dict):
-            options, errors = parse_client_options(raw)
-            for message in errors:
-                self.tell(message)
-            self.set_options(workspace=options)
+            self.set_options(workspace=self.read_options(raw))
 
     # -- linting ----------------------------------------------------------------------------
 
@@ -584,7 +591,7 @@ def create_server() -> GradfixServer:
         elif params.root_path:
             ls.root = params.root_path
         options, errors = parse_client_options(params.initialization_options)
-        ls.pending_messages.extend(errors)
+        ls.pending_messages.extend(errors)  # shown once the client is initialized
         ls.set_options(init=options)
 
     @server.feature(types.INITIALIZED)
@@ -688,10 +695,7 @@ def create_server() -> GradfixServer:
         raw = params.settings
         section = raw.get("gradfix") if isinstance(raw, dict) and "gradfix" in raw else raw
         if isinstance(section, dict) and section:
-            options, errors = parse_client_options(section)
-            for message in errors:
-                ls.tell(message)
-            ls.set_options(workspace=options)
+            ls.set_options(workspace=ls.read_options(section))
         else:
             await ls.pull_workspace_configuration()
         ls.refresh_settings(force=True)

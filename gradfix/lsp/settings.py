@@ -69,11 +69,15 @@ def parse_client_options(raw: Any) -> tuple[ClientOptions, list[str]]:
     if docs is not None and not (isinstance(docs, str) and docs):
         errors.append(f"gradfix settings: `docsBaseUrl` must be a URL, got {docs!r}")
         docs = None
-    known = {"select", "ignore", "unsafeFixes", "unsafe-fixes", "level", "fixLevel", "docsBaseUrl"}
-    for key in section:
-        if key not in known:
-            errors.append(f"gradfix settings: unknown key {key!r}; ignored")
     return ClientOptions(select, ignore, unsafe, level, fix_level, docs), errors
+
+
+KNOWN_KEYS = ("select", "ignore", "unsafeFixes", "unsafe-fixes", "level", "fixLevel", "docsBaseUrl")
+
+
+def unknown_keys(raw: Any) -> list[str]:
+    """Keys the server does not read (editors send their own, such as the command to run)."""
+    return [key for key in _section(raw) if key not in KNOWN_KEYS]
 
 
 def _level(section: dict, key: str, errors: list[str]) -> Optional[str]:
