@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import Iterator, Optional
 
 import libcst as cst
@@ -63,6 +64,88 @@ def _enclosing_function_names(ctx: RuleContext, node: cst.CSTNode) -> list[str]:
             names.append(current.name.value)
         current = ctx.parent(current)
     return names
+
+
+def _inside_forward(ctx: RuleContext, node: cst.CSTNode) -> bool:
+    return "forward" in _enclosing_function_names(ctx, node)
+
+
+def _computed(ctx: RuleContext, receiver: cst.BaseExpression, site: cst.CSTNode,
+              value: Optional[cst.BaseExpression], forward: bool) -> bool:
+    """Is ``receiver`` a tensor the computation produces here, so that a write into it is part of the computation?
+
+    Yes for a local name bound only to tensor computations (``h = torch.zeros(...)``, ``x = a @ w``) and, inside
+    ``forward``, for its inputs and the module's non-parameter attributes (``self.hidden``). No for loop variables
+    (the pieces of a container others hold), names fetched from elsewhere (``mask = self.masks[name]``), the
+    parameters of other functions, and leaves made with ``requires_grad=True`` unless the value reads them
+    (``x.data = x * scale``): those writes update state, and the fix keeps the update.
+    """
+    if isinstance(receiver, cst.Attribute):
+        return forward
+    if not isinstance(receiver, cst.Name):
+        return False
+    scope = ctx.scope(receiver)
+    if scope is None:
+        return False
+    bindings = [a for a in scope[receiver.value] if isinstance(a, Assignment)]
+    if not bindings:
+        return False
+    for binding in bindings:
+        node = binding.node
+        if isinstance(node, cst.Param):
+            if not forward:
+                return False
+            continue
+        parent = ctx.parent(node)
+        bound: Optional[cst.BaseExpression] = None
+        if isinstance(parent, cst.AugAssign):
+            continue
+        if isinstance(parent, cst.AssignTarget):
+            statement = ctx.parent(parent)
+            bound = statement.value if isinstance(statement, cst.Assign) else None
+        elif isinstance(parent, (cst.AnnAssign, cst.NamedExpr)):
+            bound = parent.value
+        elif isinstance(parent, cst.Element):  # `out, h = rnn(x, h)`
+            holder = ctx.parent(ctx.parent(parent) or parent)
+            statement = ctx.parent(holder) if isinstance(holder, cst.AssignTarget) else None
+            bound = statement.value if isinstance(statement, cst.Assign) else None
+        if bound is None:
+            return False
+        if isinstance(bound, cst.Call) and _requires_grad(bound) and not (value is not None and _mentions(ctx, value, receiver)):
+            return False  # a leaf given new values
+        if not (ctx.tensor_kind(bound) is TensorKind.TENSOR or isinstance(bound, (cst.BinaryOperation, cst.UnaryOperation))):
+            return False
+    return True
+
+
+def _requires_grad(call: cst.Call) -> bool:
+    return any(
+        arg.keyword is not None and arg.keyword.value == "requires_grad"
+        and not (isinstance(arg.value, cst.Name) and arg.value.value == "False")
+        for arg in call.args
+    )
+
+
+def _mentions(ctx: RuleContext, expr: cst.CSTNode, name: cst.BaseExpression) -> bool:
+    code = ctx.code(name)
+    found = False
+
+    class Finder(cst.CSTVisitor):
+        def on_visit(self, node: cst.CSTNode) -> bool:
+            nonlocal found
+            if isinstance(node, (cst.Name, cst.Attribute)) and ctx.code(node) == code:
+                found = True
+            return not found
+
+    expr.visit(Finder())
+    return found
+
+
+@dataclass(frozen=True)
+class _Verdict:
+    level: Level
+    state: bool  # the write updates state that others hold: written under torch.no_grad(), not rebound
+    noun: str  # "parameter `p`" or "`mask`", for messages
 
 
 def _class_of(ctx: RuleContext, node: cst.CSTNode) -> Optional[cst.ClassDef]:
@@ -142,11 +225,15 @@ def _class_assigns_parameter(ctx: RuleContext, cls: cst.ClassDef, attribute: str
     return found
 
 
+_STATE_WHY = {
+    Level.ERROR: "autograd does not track it, and the graph being built may already have saved the old values",
+    Level.WARNING: "legal between steps, but autograd cannot check it; `torch.no_grad()` is the tracked form",
+}
 _SCALING_OPERATORS = (cst.Multiply, cst.Divide, cst.MatrixMultiply, cst.Power)
 
 
 def _tensor_arithmetic(ctx: RuleContext, value: cst.BaseExpression, receiver: cst.BaseExpression) -> bool:
-    """``x * scale / norm.data``: scaling arithmetic on the receiver itself.
+    """``x * scale / norm.data``, ``p.data * 0.5``: scaling arithmetic on the receiver itself.
 
     Evidence that ``x.data = value`` is a tensor write even where gradfix cannot type ``x``.
     Concatenation (``+``), slicing and copies (``ds.data = ds.data[:100]``, ``ds.data = other.data``)
@@ -158,7 +245,7 @@ def _tensor_arithmetic(ctx: RuleContext, value: cst.BaseExpression, receiver: cs
         def on_visit(self, node: cst.CSTNode) -> bool:
             nonlocal found
             if isinstance(node, cst.BinaryOperation) and isinstance(node.operator, _SCALING_OPERATORS):
-                if any(o.deep_equals(receiver) for o in (node.left, node.right)):
+                if any(o.deep_equals(receiver) or (data_receiver(o) or o).deep_equals(receiver) for o in (node.left, node.right)):
                     found = True
             return not found
 
@@ -305,14 +392,14 @@ class DataWrite(Rule):
             if data is None:
                 return None
             return self._indexed(node, data, node.value, f"`{op}` on", ctx, True)
-        evidence = self._evidence(ctx, receiver, node, value_kind=ctx.tensor_kind(node.value), syntactic=True)
-        if evidence is None:
+        verdict = self._classify(ctx, receiver, node, node.value, syntactic=True)
+        if verdict is None:
             return None
-        level, parameter = evidence
+        level = verdict.level
         name = ctx.code(receiver)
-        if parameter:
+        if verdict.state:
             new_statement = node.with_changes(target=strip_position(receiver))
-            message = f"in-place `{op}` on parameter `{name}` through `.data`: autograd does not track it"
+            message = f"in-place `{op}` on {verdict.noun} through `.data`: {_STATE_WHY[level]}"
             return self._under_no_grad(node, node, new_statement, receiver, message,
                                        f"Write `{name} {op} ...` under `torch.no_grad()`", level, ctx)
         message = f"in-place `{op}` through `{name}.data`: autograd does not see it, so gradients through `{name}` are silently wrong"
@@ -343,14 +430,14 @@ class DataWrite(Rule):
                 return None
             methods = ", ".join(f"`{_inplace_name(link)}`" for link in chain.links)
             return self._indexed(node, data, None, f"in-place {methods} on", ctx, True)
-        evidence = self._evidence(ctx, receiver, node, value_kind=TensorKind.UNKNOWN, syntactic=True)
-        if evidence is None:
+        verdict = self._classify(ctx, receiver, node, None, syntactic=True)
+        if verdict is None:
             return None
-        level, parameter = evidence
+        level = verdict.level
         name = ctx.code(receiver)
         methods = ", ".join(f"`{_inplace_name(link)}`" for link in chain.links)
-        if parameter:
-            message = f"in-place {methods} on parameter `{name}` through `.data`: autograd does not track it"
+        if verdict.state:
+            message = f"in-place {methods} on {verdict.noun} through `.data`: {_STATE_WHY[level]}"
             statement = parent if isinstance(parent, cst.Expr) else None
             if statement is None:
                 return Report(node, message + f"; call it on `{name}` under `torch.no_grad()` in a statement of its own",
@@ -374,13 +461,13 @@ class DataWrite(Rule):
     # -- shapes of writes ----------------------------------------------------------------
 
     def _data_assign(self, node: cst.Assign, target: cst.Attribute, receiver: cst.BaseExpression, ctx: RuleContext, alone: bool) -> Optional[Report]:
-        evidence = self._evidence(ctx, receiver, node, value_kind=ctx.tensor_kind(node.value), syntactic=False, value=node.value)
-        if evidence is None:
+        verdict = self._classify(ctx, receiver, node, node.value, syntactic=False)
+        if verdict is None:
             return None
-        level, parameter = evidence
+        level = verdict.level
         name = ctx.code(receiver)
-        if parameter:
-            message = f"`{name}.data = ...` replaces a parameter's values behind autograd's back"
+        if verdict.state:
+            message = f"`{name}.data = ...` replaces the values of {verdict.noun}: {_STATE_WHY[level]}"
             if not alone:
                 return Report(node, message + "; assign one target per statement", target=receiver, level=level)
             copy = cst.Expr(cst.Call(
@@ -403,15 +490,14 @@ class DataWrite(Rule):
                  ctx: RuleContext, alone: bool) -> Optional[Report]:
         """``x.data[i] = v``, ``x.data[i] += v``, ``x.data[i].zero_()``."""
         receiver = data.value
-        value_kind = ctx.tensor_kind(value) if value is not None else TensorKind.UNKNOWN
-        evidence = self._evidence(ctx, receiver, node, value_kind=value_kind, syntactic=not isinstance(node, cst.Assign))
-        if evidence is None:
+        verdict = self._classify(ctx, receiver, node, value, syntactic=not isinstance(node, cst.Assign))
+        if verdict is None:
             return None
-        level, parameter = evidence
+        level = verdict.level
         name = ctx.code(receiver)
         statement = node if not isinstance(node, cst.Call) else ctx.parent(node)
-        if parameter:
-            message = f"{what} parameter `{name}` through `.data`: autograd does not track it"
+        if verdict.state:
+            message = f"{what} {verdict.noun} through `.data`: {_STATE_WHY[level]}"
             if not alone or not isinstance(statement, (cst.Assign, cst.AugAssign, cst.Expr)):
                 return Report(node, message + f"; write into `{name}` under `torch.no_grad()` in a statement of its own",
                               target=receiver, level=level)
@@ -452,24 +538,28 @@ class DataWrite(Rule):
 
     # -- helpers ------------------------------------------------------------------------
 
-    def _evidence(self, ctx: RuleContext, receiver: cst.BaseExpression, site: cst.CSTNode, value_kind: TensorKind,
-                  syntactic: bool, value: Optional[cst.BaseExpression] = None) -> Optional[tuple[Level, bool]]:
-        """(level, is a parameter), or None when ``receiver`` is not shown to be a tensor.
+    def _classify(self, ctx: RuleContext, receiver: cst.BaseExpression, site: cst.CSTNode,
+                  value: Optional[cst.BaseExpression], syntactic: bool) -> Optional[_Verdict]:
+        """What the write is (a computed tensor or state) and how sure gradfix is; None: not shown to be a tensor.
 
         ``syntactic``: the write itself only exists on tensors (``x.data.mul_(k)``, ``x.data *= k``).
-        ``value``: the assigned value, whose shape can be evidence (``x * scale / norm.data``)."""
+        ``value``: the assigned value, evidence by its kind or shape (``x * scale / norm.data``)."""
         parameter = is_parameter(ctx, receiver)
-        if parameter:
-            inside_forward = "forward" in _enclosing_function_names(ctx, site)
-            return (Level.ERROR if inside_forward else Level.WARNING), True
         kind = ctx.tensor_kind(receiver)
-        if kind is TensorKind.NOT_TENSOR:
+        if kind is TensorKind.NOT_TENSOR and not parameter:
             return None
-        if kind is TensorKind.TENSOR or value_kind is TensorKind.TENSOR:
-            return Level.ERROR, False
-        if syntactic or (value is not None and _tensor_arithmetic(ctx, value, receiver)):
-            return Level.WARNING, False
-        return None
+        value_kind = ctx.tensor_kind(value) if value is not None else TensorKind.UNKNOWN
+        evidence = parameter or kind is TensorKind.TENSOR or value_kind is TensorKind.TENSOR
+        if not evidence and not (syntactic or (value is not None and _tensor_arithmetic(ctx, value, receiver))):
+            return None
+        forward = _inside_forward(ctx, site)
+        name = ctx.code(receiver)
+        if parameter or not _computed(ctx, receiver, site, value, forward):
+            # State that others hold (a parameter, a buffer, a loop variable over a container): a hazard
+            # inside forward, where the graph being built reads it; between steps the write is legal.
+            noun = f"parameter `{name}`" if parameter else f"`{name}`"
+            return _Verdict(Level.ERROR if forward else Level.WARNING, True, noun)
+        return _Verdict(Level.ERROR if evidence else Level.WARNING, False, f"`{name}`")
 
     def _under_no_grad(self, node: cst.CSTNode, statement: cst.CSTNode, new_statement: cst.CSTNode,
                        receiver: cst.BaseExpression, message: str, title: str, level: Level, ctx: RuleContext,
@@ -491,7 +581,8 @@ class DataWrite(Rule):
             body=cst.IndentedBlock(body=[cst.SimpleStatementLine(body=[small], trailing_whitespace=line.trailing_whitespace)]),
             leading_lines=line.leading_lines,
         )
-        reason = "a write under `torch.no_grad()` bumps the version counter that `.data` bypassed"
+        reason = ("under `torch.no_grad()` the write bumps the version counter, so a pending backward that saved "
+                  "the tensor raises instead of silently using the new values")
         if copies:
             reason = "`copy_` needs a shape that broadcasts and copies where `.data =` shared memory; " + reason
         message += f" (fix is unsafe: {reason})"

@@ -72,6 +72,24 @@ def _single_binding(ctx: RuleContext, name: cst.Name) -> Optional[cst.BaseExpres
     return None
 
 
+def _bound_to_numpy(ctx: RuleContext, name: cst.Name) -> bool:
+    scope = ctx.scope(name)
+    if scope is None:
+        return False
+    values = []
+    for binding in scope[name.value]:
+        if not isinstance(binding, Assignment):
+            return False
+        target = ctx.parent(binding.node)
+        statement = ctx.parent(target) if isinstance(target, cst.AssignTarget) else None
+        if not isinstance(statement, cst.Assign):
+            return False
+        values.append(statement.value)
+    return bool(values) and all(
+        isinstance(v, cst.Call) and any(n.startswith("numpy.") for n in ctx.qualified_names(v.func)) for v in values
+    )
+
+
 def _call_name(ctx: RuleContext, call: cst.Call) -> Optional[str]:
     for name in ctx.qualified_names(call.func):
         if name.startswith("torch."):
@@ -326,9 +344,9 @@ class SubscriptAssignment(Rule):
 
     def _tensor_evidence(self, node: cst.Assign, target: cst.Subscript, root: Optional[cst.BaseExpression], ctx: RuleContext) -> bool:
         """For a container gradfix cannot classify: is the index or value tensor-only?"""
+        if isinstance(root, cst.Name) and _bound_to_numpy(ctx, root):
+            return False  # `a = np.zeros(n)` then `a[a < 0] = 0`: an array, not a tensor
         if any(is_boolean_mask(ctx, value) for value in _index_elements(target)):
-            return True
-        if any(ctx.tensor_kind(value) is TensorKind.TENSOR for value in _index_elements(target)):
             return True
         return _is_array_index(target) and ctx.tensor_kind(node.value) is not TensorKind.NOT_TENSOR
 
