@@ -19,6 +19,7 @@ edits go to the editor.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import queue
@@ -58,6 +59,7 @@ CHEAP_LINES = 100
 MAX_CHARS = 10 * 1024 * 1024
 
 
+@functools.lru_cache(maxsize=None)
 def _local_docs() -> Optional[str]:
     """A file:// URI of docs/rules.md when gradfix runs from its source tree (an editable install)."""
     path = Path(__file__).resolve().parents[2] / "docs" / "rules.md"
@@ -366,6 +368,8 @@ class GradfixServer(LanguageServer):
             return
         if outcome.exact and outcome.linted_lines:
             doc.whole_cost = outcome.elapsed
+        if outcome.version == doc.generation and outcome.text == doc.text:
+            outcome.text = doc.text  # the same object: position indexes are cached by identity
         previous = doc.outcome
         newer = previous is None or outcome.version > previous.version
         better = previous is not None and outcome.version == previous.version and outcome.exact and not previous.exact
@@ -404,7 +408,11 @@ class GradfixServer(LanguageServer):
             if current is not None and current.exact:
                 return
             generation, text, settings = doc.generation, doc.text, doc.settings.lint
-            outcome = await self.full.submit(analysis.exact_lint, generation, text, doc.engine_path, settings)
+            try:
+                outcome = await self.full.submit(analysis.exact_lint, generation, text, doc.engine_path, settings)
+            except Exception as error:  # the worker was closed at shutdown, or failed twice
+                logger.warning("whole-buffer lint failed: %s", error)
+                return
             self.accept(doc, outcome)
             if not doc.exact_again:
                 return
@@ -742,7 +750,10 @@ def create_server() -> GradfixServer:
         fixes: list[types.CodeAction] = []
         silencers: list[types.CodeAction] = []
         if _wants(types.CodeActionKind.QuickFix, only):
+            first, last = params.range.start.line, params.range.end.line
             for finding in ls.visible(outcome):
+                if finding.end_line - 1 < first or finding.line - 1 > last:
+                    continue
                 diagnostic = ls.diagnostic(doc, outcome, finding)
                 if not _overlaps(diagnostic.range, params.range):
                     continue
