@@ -254,3 +254,37 @@ def test_out_into_a_buffer_with_an_explicit_dtype_is_unsafe():
 def test_prescreen_ignores_plain_assignments_to_out():
     assert not OutArgument.prescreen.search("out = self.conv(x)\nout == y\n")
     assert OutArgument.prescreen.search("torch.add(a, b,\n          out=c)")
+
+
+def test_appended_layers_follow_the_previous_append():
+    source = """
+        import torch
+        from torch import nn
+
+        def head(n):
+            layers = []
+            for _ in range(n):
+                layers.append(nn.Conv2d(3, 3, 1))
+                layers.append(nn.ReLU(True))
+                layers.append(nn.Softmax(dim=1))
+                layers.append(nn.Dropout(0.1, True))
+            return nn.Sequential(*layers)
+    """
+    assert findings(source, "GF105") == [(11, "error", "safe")]
+
+
+def test_a_conditional_constructor_is_followed_to_its_uses():
+    source = """
+        import torch
+        from torch import nn
+
+        class Head(nn.Module):
+            def __init__(self, normed):
+                super().__init__()
+                self.conv = nn.Conv2d(3, 3, 1)
+                self.act = nn.ReLU(inplace=True) if normed else nn.Softplus()
+
+            def forward(self, x):
+                return self.act(self.conv(x))
+    """
+    assert findings(source, "GF105") == []

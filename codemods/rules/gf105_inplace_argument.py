@@ -236,8 +236,14 @@ def _module_inplace(ctx: RuleContext, constructor: cst.Call, cls: str) -> bool:
     return entry is not None and inplace_argument(constructor, entry["inplace_index"]) is not None
 
 
+def _code(ctx: RuleContext, node: cst.CSTNode, limit: int = 40) -> str:
+    """The node's code on one line, shortened to ``limit`` characters."""
+    text = " ".join(ctx.code(node).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _shown(ctx: RuleContext, node: cst.CSTNode) -> str:
-    text = ctx.code(node)
+    text = " ".join(ctx.code(node).split())
     text = text if len(text) <= 40 else text[:37] + "..."
     return f"`{text}` (line {ctx.line(node)})"
 
@@ -267,7 +273,7 @@ class Producers:
         if isinstance(expr, cst.Attribute):
             if expr.attr.value in _VIEW_ATTRIBUTES:
                 return self.of_value(expr.value, site)
-            return Producer(Verdict.UNKNOWN, f"`{ctx.code(expr)}`")
+            return Producer(Verdict.UNKNOWN, f"`{_code(ctx, expr)}`")
         if isinstance(expr, cst.BinaryOperation):
             op = _BINARY_OPS.get(type(expr.operator))
             if op is not None and FUNCTIONS_SAVING_OUTPUT.get(op) is False:
@@ -390,7 +396,7 @@ class Producers:
         previous = lambda: self.of_sequence_item(items, index - 1, before)  # noqa: E731
         constructor = item if isinstance(item, cst.Call) else self.ctx.module_constructor(item)
         if constructor is None:
-            return Producer(Verdict.UNKNOWN, f"`{self.ctx.code(item)}`")
+            return Producer(Verdict.UNKNOWN, f"`{_code(self.ctx, item)}`")
         if module_class(self.ctx, constructor) == "Sequential":
             inner = _sequence_items(self.ctx, constructor)
             if inner is None:
@@ -474,7 +480,7 @@ def _use_of_reference(ctx: RuleContext, ref: cst.CSTNode) -> Use:
     sequence = _sequence_use(ctx, ref)
     if sequence is not None:
         return sequence
-    return Use(unknown=f"`{ctx.code(ref)}` is used on line {ctx.line(ref)} in a way gradfix does not follow")
+    return Use(unknown=f"`{_code(ctx, ref)}` is used on line {ctx.line(ref)} in a way gradfix does not follow")
 
 
 def _class_of(ctx: RuleContext, node: cst.CSTNode) -> Optional[cst.ClassDef]:
@@ -497,15 +503,48 @@ def _self_references(ctx: RuleContext, cls: cst.ClassDef, attr: str, target: cst
     return found
 
 
+def _appended_after(ctx: RuleContext, constructor: cst.Call) -> Optional[Use]:
+    """``layers.append(nn.ReLU(True))`` right after ``layers.append(conv)`` (or ``layers += [..., conv]``)."""
+    arg = ctx.parent(constructor)
+    call = ctx.parent(arg) if isinstance(arg, cst.Arg) else None
+    if not (isinstance(call, cst.Call) and isinstance(call.func, cst.Attribute) and call.func.attr.value == "append"
+            and len(call.args) == 1 and isinstance(ctx.parent(call), cst.Expr)):
+        return None
+    receiver = ctx.code(call.func.value)
+    line = ctx.parent(ctx.parent(call))
+    block = ctx.parent(line) if isinstance(line, cst.SimpleStatementLine) else None
+    siblings = list(getattr(block, "body", ()) or ())
+    index = next((i for i, s in enumerate(siblings) if s is line), 0)
+    previous = siblings[index - 1] if index > 0 else None
+    if not isinstance(previous, cst.SimpleStatementLine) or len(previous.body) != 1:
+        return Use(items=[None, constructor], index=1)
+    statement = previous.body[0]
+    before: Optional[cst.BaseExpression] = None
+    if isinstance(statement, cst.Expr) and isinstance(statement.value, cst.Call):
+        func = statement.value.func
+        if isinstance(func, cst.Attribute) and ctx.code(func.value) == receiver and statement.value.args:
+            if func.attr.value == "append":
+                before = statement.value.args[0].value
+            elif func.attr.value == "extend" and isinstance(statement.value.args[0].value, (cst.List, cst.Tuple)):
+                before = (_list_items(statement.value.args[0].value) or [None])[-1]
+    elif isinstance(statement, cst.AugAssign) and isinstance(statement.operator, cst.AddAssign):
+        if ctx.code(statement.target) == receiver and isinstance(statement.value, (cst.List, cst.Tuple)):
+            before = (_list_items(statement.value) or [None])[-1]
+    return Use(items=[before, constructor], index=1)
+
+
 def module_uses(ctx: RuleContext, constructor: cst.Call) -> list[Use]:
     """Where the module built by ``constructor`` runs."""
     parent = ctx.parent(constructor)
     if isinstance(parent, cst.Call) and parent.func is constructor:
         return [Use(call=parent)]
-    sequence = _sequence_use(ctx, constructor)
+    sequence = _sequence_use(ctx, constructor) or _appended_after(ctx, constructor)
     if sequence is not None:
         return [sequence]
-    if isinstance(parent, cst.Assign) and parent.value is constructor and len(parent.targets) == 1:
+    value: cst.CSTNode = constructor
+    while isinstance(parent, cst.IfExp) and value is not parent.test:
+        value, parent = parent, ctx.parent(parent)  # `nn.ReLU(inplace=True) if normed else nn.Softplus()`
+    if isinstance(parent, cst.Assign) and parent.value is value and len(parent.targets) == 1:
         target = parent.targets[0].target
         if isinstance(target, cst.Attribute) and isinstance(target.value, cst.Name) and target.value.value == "self":
             cls = _class_of(ctx, constructor)
@@ -672,7 +711,7 @@ class InplaceArgument(Rule):
         level, why = _level_at(ctx, producers, source, call)
         if level is None:
             return None
-        shown = f"`{ctx.code(source)}`" if len(ctx.code(source)) <= 30 else "its input"
+        shown = f"`{_code(ctx, source)}`" if len(_code(ctx, source, 1000)) <= 30 else "its input"
         message = f"`inplace=True` on `F.{function}` overwrites {shown}: {why}"
         new_call = without_argument(call, argument, cst.Name("False"))
         title = f"Drop `inplace=True` from `F.{function}`"
@@ -690,7 +729,7 @@ class InplaceArgument(Rule):
         elif _fresh_temporary(ctx, producers, source, call):
             safety, reason = FixSafety.SAFE, ""
         elif is_assignable(source):
-            safety, reason = FixSafety.UNSAFE, f"`{ctx.code(source)}` is no longer modified, and other code may see it"
+            safety, reason = FixSafety.UNSAFE, f"`{_code(ctx, source)}` is no longer modified, and other code may see it"
         else:
             safety, reason = FixSafety.UNSAFE, "the input may be a view of another tensor, which is no longer modified"
         if reason:
@@ -740,7 +779,7 @@ class InplaceArgument(Rule):
             return Level.WARNING, "gradfix cannot tell what it is called with", "the call's input is unknown"
         level, why = _level_at(ctx, producers, source, call)
         if isinstance(ctx.parent(call), cst.Expr):
-            return level, why, f"line {ctx.line(call)} discards the result: it relies on `{ctx.code(source)}` being modified"
+            return level, why, f"line {ctx.line(call)} discards the result: it relies on `{_code(ctx, source)}` being modified"
         if isinstance(source, cst.Name):
             later = read_after(ctx, source, call) if not _rebinds_itself(ctx, call, source) else None
             if later is not None:
@@ -748,7 +787,7 @@ class InplaceArgument(Rule):
             return level, why, private_name(ctx, producers, source, call)
         if _fresh_temporary(ctx, producers, source, call):
             return level, why, ""
-        return level, why, f"`{ctx.code(source)}` may be seen by other code, and is no longer modified"
+        return level, why, f"`{_code(ctx, source)}` may be seen by other code, and is no longer modified"
 
 
 def private_name(ctx: RuleContext, producers: Producers, name: cst.Name, call: cst.CSTNode) -> str:

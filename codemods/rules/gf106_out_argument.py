@@ -301,13 +301,13 @@ class OutArgument(Rule):
                     fix=dataclasses.replace(report.fix, safety=FixSafety.UNSAFE),
                 )
         else:
-            report = Report(node, f"{message}; compute it out of place and write it where `{ctx.code(target)}` points",
+            report = Report(node, f"{message}; compute it out of place and write it where `{_shown(ctx, target)}` points",
                             level=level, target=target)
         yield report
 
 
 def _shown(ctx: RuleContext, expr: cst.CSTNode) -> str:
-    text = ctx.code(expr)
+    text = " ".join(ctx.code(expr).split())
     return text if len(text) <= 30 else text[:27] + "..."
 
 
