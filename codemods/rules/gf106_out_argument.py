@@ -265,8 +265,8 @@ class OutArgument(Rule):
     def check(self, node: cst.CSTNode, ctx: RuleContext) -> Iterator[Report]:
         assert isinstance(node, cst.Call)
         out = _keyword(node, "out")
-        if out is None:
-            return
+        if out is None or (isinstance(out.value, cst.Name) and out.value.value == "None"):
+            return  # `out=None` is the out-of-place call
         function = next((n for n in ctx.qualified_names(node.func) if n in OUT_FUNCTIONS), None)
         if function is None:
             return
