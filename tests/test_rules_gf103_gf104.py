@@ -223,7 +223,10 @@ def test_containers_strings_and_numpy_are_not_flagged():
             a = np.zeros(5)
             a[a < 0] = 0
             a[:, 0] = x
-            return out, rows, a
+            idx = np.array(names).reshape(2, -1)
+            idx = idx + 1
+            idx[idx > 3] = 3
+            return out, rows, a, idx
     """, "GF104") == []
 
 

@@ -73,21 +73,36 @@ def _single_binding(ctx: RuleContext, name: cst.Name) -> Optional[cst.BaseExpres
 
 
 def _bound_to_numpy(ctx: RuleContext, name: cst.Name) -> bool:
+    """Is ``name`` bound somewhere in its scope to a numpy result (``np.zeros(n)``, ``np.array(x).reshape(...)``)?
+
+    Torch code prepares index arrays with numpy; a name that ever holds an array is left alone.
+    """
     scope = ctx.scope(name)
     if scope is None:
         return False
-    values = []
     for binding in scope[name.value]:
         if not isinstance(binding, Assignment):
-            return False
+            continue
         target = ctx.parent(binding.node)
         statement = ctx.parent(target) if isinstance(target, cst.AssignTarget) else None
-        if not isinstance(statement, cst.Assign):
+        if isinstance(statement, cst.Assign) and _numpy_result(ctx, statement.value):
+            return True
+    return False
+
+
+def _numpy_result(ctx: RuleContext, value: cst.BaseExpression) -> bool:
+    while True:
+        if isinstance(value, cst.Call):
+            if any(n.startswith("numpy.") for n in ctx.qualified_names(value.func)):
+                return True
+            if isinstance(value.func, cst.Attribute):
+                value = value.func.value  # np.array(x).reshape(...)
+                continue
             return False
-        values.append(statement.value)
-    return bool(values) and all(
-        isinstance(v, cst.Call) and any(n.startswith("numpy.") for n in ctx.qualified_names(v.func)) for v in values
-    )
+        if isinstance(value, cst.Subscript):
+            value = value.value
+            continue
+        return False
 
 
 def _call_name(ctx: RuleContext, call: cst.Call) -> Optional[str]:
