@@ -254,6 +254,20 @@ def test_masks_built_from_the_tensor_give_a_safe_masked_fill(mask):
     assert f"    y = y.masked_fill({mask}, 0.0)\n" in fixed(source, "GF104", unsafe=False)
 
 
+@pytest.mark.parametrize("value", ["-math.inf", "np.nan", "torch.finfo(y.dtype).min", "float(\"-inf\")"])
+def test_named_scalar_constants_are_scalars(value):
+    source = f"""
+        import math
+        import numpy as np
+        import torch
+        def f(a):
+            y = torch.sigmoid(a)
+            y[y < 0.1] = {value}
+            return y
+    """
+    assert f"    y = y.masked_fill(y < 0.1, {value})\n" in fixed(source, "GF104", unsafe=False)
+
+
 def test_a_mask_of_unknown_shape_makes_masked_fill_unsafe():
     source = """
         import torch

@@ -31,6 +31,7 @@ BOOL_FUNCTIONS = frozenset(
 )
 # Reductions over every element give a 0-dim tensor, which broadcasts to any shape.
 FULL_REDUCTIONS = frozenset({"sum", "mean", "max", "min", "amax", "amin", "prod", "norm", "median", "std", "var"})
+SCALAR_CONSTANTS = frozenset({"math.inf", "math.nan", "math.pi", "math.e", "numpy.inf", "numpy.nan", "numpy.pi", "numpy.e"})
 _ELEMENTWISE_OPERATORS = (cst.BitAnd, cst.BitOr, cst.BitXor)
 _PYTHON_COMPARISONS = (cst.In, cst.NotIn, cst.Is, cst.IsNot)
 _STRINGS = (cst.SimpleString, cst.ConcatenatedString, cst.FormattedString)
@@ -167,6 +168,14 @@ def _mask_has_shape_of(ctx: RuleContext, mask: cst.BaseExpression, root: cst.Bas
 def _is_scalar(ctx: RuleContext, value: cst.BaseExpression) -> bool:
     if isinstance(value, (cst.Integer, cst.Float)):
         return True
+    if isinstance(value, (cst.Name, cst.Attribute)) and any(n in SCALAR_CONSTANTS for n in ctx.qualified_names(value)):
+        return True  # math.inf, np.nan
+    if (
+        isinstance(value, cst.Attribute) and value.attr.value in ("min", "max", "eps", "tiny")
+        and isinstance(value.value, cst.Call)
+        and any(n in ("torch.finfo", "torch.iinfo") for n in ctx.qualified_names(value.value.func))
+    ):
+        return True  # torch.finfo(x.dtype).min
     if isinstance(value, cst.UnaryOperation) and isinstance(value.operator, (cst.Minus, cst.Plus)):
         return _is_scalar(ctx, value.expression)
     if isinstance(value, _STRINGS) or isinstance(value, cst.Name) and value.value == "None":
