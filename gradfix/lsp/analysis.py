@@ -436,6 +436,26 @@ def focused_single_fix(
     return _focused_fix(text, path, target, findings, settings, found)
 
 
+def quick_fix(
+    text: str,
+    path: str,
+    target: Finding,
+    findings: Sequence[Finding],
+    settings: LintSettings,
+    found: Optional[Layout],
+    exact: bool,
+) -> Optional[SingleFix]:
+    """:func:`focused_single_fix` when it applies, else :func:`single_fix` (one call, for the worker process).
+
+    ``exact``: ``findings`` are the whole buffer's, as ``check_source`` gives them.
+    """
+    if found is not None:
+        fix = focused_single_fix(text, path, target, findings, settings, found)
+        if fix is not None:
+            return fix
+    return single_fix(text, path, target, findings if exact else None, settings)
+
+
 def _focused_fix(
     text: str, path: str, target: Finding, findings: Sequence[Finding], settings: LintSettings, found: Layout
 ) -> Optional[SingleFix]:

@@ -138,6 +138,8 @@ class Document:
     result_id: str = ""
     result_count: int = 0
     pulled_generation: Optional[int] = None
+    # quick fixes computed ahead, in the worker process, when the editor lists the actions
+    prefetched: dict[tuple, "asyncio.Future[Any]"] = field(default_factory=dict)
     _index: Optional[TextIndex] = None
 
     def current(self) -> Optional[analysis.LintOutcome]:
@@ -218,6 +220,8 @@ class GradfixServer(LanguageServer):
         self.pending_messages: list[str] = []
         self._fast: Optional[Lane] = None
         self._full: Optional[Lane] = None
+        self._fixes: Optional[Lane] = None
+        self._workers_started = False
 
     def report_server_error(self, error: Exception, source: Any) -> None:
         """Errors outside a request go to the log, not to pop-ups; unreadable JSON gets a parse error."""
@@ -241,14 +245,24 @@ class GradfixServer(LanguageServer):
     @property
     def full(self) -> Lane:
         if self._full is None:
-            self._full = Lane("gradfix-full", Worker())
+            self._full = Lane("gradfix-full", Worker(niceness=10))
         return self._full
 
-    def start_worker(self) -> None:
-        """Start the worker process early: its imports take a moment."""
-        worker = self.full.worker
-        if worker is not None:
-            threading.Thread(target=worker.start, name="gradfix-worker-start", daemon=True).start()
+    @property
+    def fixes(self) -> Lane:
+        """Quick fixes computed ahead: a worker process of their own, never queued behind a whole-file lint."""
+        if self._fixes is None:
+            self._fixes = Lane("gradfix-fixes", Worker())
+        return self._fixes
+
+    def start_workers(self) -> None:
+        """Start the worker processes before they are needed: their imports take a second."""
+        if self._workers_started:
+            return
+        self._workers_started = True
+        for lane in (self.full, self.fixes):
+            if lane.worker is not None:
+                threading.Thread(target=lane.worker.start, name="gradfix-worker-start", daemon=True).start()
 
     def lane_for(self, doc: Document) -> Lane:
         return self.full if doc.expensive else self.fast
@@ -531,6 +545,34 @@ class GradfixServer(LanguageServer):
             sites = CommentSites(outcome.text)
         return sites.noqa_edit(finding.line, [finding.code])
 
+    def prefetch_fix(self, doc: Document, outcome: analysis.LintOutcome, finding: Finding) -> None:
+        """Start computing a quick fix in the worker process while the editor shows the actions.
+
+        The worker does not share the server's GIL, so this costs the protocol and the
+        fast lane nothing; a person takes longer to choose than the fix takes to compute.
+        """
+        key = (outcome.version, *_finding_id(finding))
+        if key in doc.prefetched:
+            return
+        for old in [k for k in doc.prefetched if k[0] != outcome.version]:
+            doc.prefetched.pop(old).cancel()  # an older text's: not needed any more
+        future = self.fixes.submit(
+            analysis.quick_fix, outcome.text, doc.engine_path, finding, outcome.findings, outcome.settings,
+            outcome.layout, outcome.exact,
+        )
+        future.add_done_callback(lambda f: f.cancelled() or f.exception())  # failures fall back, unreported
+        doc.prefetched[key] = future
+
+    async def resolved_fix(self, doc: Document, outcome: analysis.LintOutcome, finding: Finding) -> Optional[analysis.SingleFix]:
+        """A prefetched fix if it is ready, else computed now."""
+        future = doc.prefetched.get((outcome.version, *_finding_id(finding)))
+        if future is not None and not future.cancelled():
+            try:
+                return await asyncio.shield(future)  # computing it again here would only compete with it
+            except Exception:  # the worker failed: compute it here
+                pass
+        return await self.single_fix(doc, outcome, finding)
+
     async def single_fix(self, doc: Document, outcome: analysis.LintOutcome, finding: Finding) -> Optional[analysis.SingleFix]:
         text, path, settings = outcome.text, doc.engine_path, outcome.settings
         if doc.expensive and outcome.layout is not None:
@@ -604,7 +646,6 @@ def create_server() -> GradfixServer:
 
     @server.feature(types.INITIALIZED)
     async def initialized(ls: GradfixServer, params: types.InitializedParams) -> None:
-        ls.start_worker()
         for message in ls.pending_messages:
             ls.tell(message)
         ls.pending_messages.clear()
@@ -634,8 +675,9 @@ def create_server() -> GradfixServer:
     def shutdown(ls: GradfixServer, params: None) -> None:
         for doc in ls.documents.values():
             _close(doc)
-        if ls._full is not None and ls._full.worker is not None:
-            ls._full.worker.close()
+        for lane in (ls._full, ls._fixes):
+            if lane is not None and lane.worker is not None:
+                lane.worker.close()
 
     @server.feature(types.TEXT_DOCUMENT_DID_OPEN)
     def did_open(ls: GradfixServer, params: types.DidOpenTextDocumentParams) -> None:
@@ -646,6 +688,8 @@ def create_server() -> GradfixServer:
         path = to_fs_path(item.uri) if item.uri.startswith("file:") else None
         doc = Document(item.uri, path, item.version, item.text, ls.settings_for(path))
         ls.documents[item.uri] = doc
+        if doc.expensive:  # long buffers use the worker processes: start them now
+            ls.start_workers()
         ls.schedule(doc, 0)
 
     @server.feature(types.TEXT_DOCUMENT_DID_CHANGE)
@@ -801,7 +845,7 @@ def create_server() -> GradfixServer:
             edits = await ls.fix_all(doc, outcome)
         elif data.get("kind") == "fix":
             finding = next((f for f in outcome.findings if _finding_id(f) == data.get("finding")), None)
-            fix = await ls.single_fix(doc, outcome, finding) if finding is not None else None
+            fix = await ls.resolved_fix(doc, outcome, finding) if finding is not None else None
             edits = fix.edits if fix is not None else []
         else:
             return action
@@ -838,6 +882,7 @@ async def _fix_action(
         data={"uri": doc.uri, "generation": outcome.version, "kind": "fix", "finding": _finding_id(finding)},
     )
     if ls.lazy_edits:
+        ls.prefetch_fix(doc, outcome, finding)
         return action
     fix = await ls.single_fix(doc, outcome, finding)
     if fix is None:
@@ -855,6 +900,9 @@ def _position(position: types.Position):
 
 def _close(doc: Document) -> None:
     doc.closed = True
+    for future in doc.prefetched.values():
+        future.cancel()
+    doc.prefetched.clear()
     for timer in (doc.timer, doc.exact_timer):
         if timer is not None:
             timer.cancel()

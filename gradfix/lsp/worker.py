@@ -45,7 +45,9 @@ class WorkerCrashed(RuntimeError):
 class Worker:
     """The server's side: one child process, restarted when it dies. Calls are serialised."""
 
-    def __init__(self) -> None:
+    def __init__(self, niceness: int = 0) -> None:
+        """``niceness``: how much lower the process's CPU priority is (background work yields to the editor)."""
+        self.niceness = niceness
         self._process: Optional[subprocess.Popen] = None
         self._lock = threading.Lock()
         self.closed = False
@@ -57,7 +59,7 @@ class Worker:
     def _ensure(self) -> subprocess.Popen:
         if self._process is None or self._process.poll() is not None:
             self._process = subprocess.Popen(
-                [sys.executable, "-m", "gradfix.lsp.worker"],
+                [sys.executable, "-m", "gradfix.lsp.worker", str(self.niceness)],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 env={**os.environ, "PYTHONUNBUFFERED": "1"},
@@ -98,6 +100,12 @@ class Worker:
 
 
 def main() -> None:
+    niceness = int(sys.argv[1]) if len(sys.argv) > 1 else 0
+    if niceness and hasattr(os, "nice"):
+        try:
+            os.nice(niceness)
+        except OSError:  # pragma: no cover - not permitted: run at normal priority
+            pass
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
     sys.stdout = sys.stderr  # stray prints must not corrupt the pipe
     while True:
