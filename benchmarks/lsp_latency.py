@@ -251,6 +251,18 @@ async def run(lines: int, edits: int, quick: bool) -> int:
             report.append(row("codeAction request (edits resolved lazily)", request, ACTION_TARGET))
             report.append(row("codeAction/resolve of the quick fix, at once", resolve, ACTION_TARGET))
             report.append(row("codeAction/resolve of the quick fix, 300 ms later", chosen, ACTION_TARGET))
+            # For reference: a short file (always linted whole).
+            small = Path(folder) / "small.py"
+            small_source = make_source(20)
+            small_uri = small.as_uri()
+            client.text_document_did_open(
+                types.DidOpenTextDocumentParams(
+                    types.TextDocumentItem(uri=small_uri, language_id="python", version=1, text=small_source)
+                )
+            )
+            await client.wait_version(small_uri, 1)
+            short, _ = await edit_latencies(client, small_uri, small_source, 1, max(2, edits // 2), 0.1)
+            report.append(row(f"diagnostics after a change, {small_source.count(chr(10))}-line file", short, DIAGNOSTICS_TARGET))
             if not quick:
                 elapsed, actions = await timed(
                     client.text_document_code_action_async(action_params(uri, diagnostic, only=["source.fixAll"]))
