@@ -414,6 +414,23 @@ async def test_project_configuration_client_overrides_and_changes(tmp_path):
         await diagnostics_for(client, uri, 1, count=len(errors))
         assert {d.severity for d in client.diagnostics[uri]} <= {types.DiagnosticSeverity.Error}
 
+        # The project's pyproject.toml changes on disk: the editor's file watcher tells the server.
+        client.workspace_did_change_configuration(types.DidChangeConfigurationParams(settings={"gradfix": {"level": "warning"}}))
+        (project / "pyproject.toml").write_text('[tool.gradfix]\nselect = ["GF102"]\n')
+        client.workspace_did_change_watched_files(
+            types.DidChangeWatchedFilesParams(
+                changes=[types.FileEvent(uri=(project / "pyproject.toml").as_uri(), type=types.FileChangeType.Changed)]
+            )
+        )
+        await diagnostics_for(client, uri, 1, count=sum(f.code == "GF102" for f in check_source(MODEL, "m.py")))
+        assert codes(client.diagnostics[uri]) == ["GF102"]
+        (project / "pyproject.toml").write_text('[tool.gradfix]\nselect = ["GF101"]\nexclude = ["legacy"]\n')
+        client.workspace_did_change_watched_files(
+            types.DidChangeWatchedFilesParams(
+                changes=[types.FileEvent(uri=(project / "pyproject.toml").as_uri(), type=types.FileChangeType.Changed)]
+            )
+        )
+
         # Bad values are reported and left out.
         client.workspace_did_change_configuration(
             types.DidChangeConfigurationParams(settings={"gradfix": {"select": ["XX9"], "unsafeFixes": "yes"}})
@@ -577,3 +594,21 @@ async def test_long_buffer_relints_the_changed_definition(tmp_path):
         fixed = apply(changed, await edit_of(client, action), uri)
         assert "    y = y + 1\n    return y + 7\n" in fixed
         assert len(check_source(fixed, "long.py")) == len(expected) - 1
+
+
+async def test_a_very_large_buffer_holds_up_nothing(tmp_path):
+    big = "import torch\n\n" + "".join(
+        f"\n\ndef f{i}(x):\n    y = torch.sigmoid(x)\n    y.mul_(2)\n    return y\n" for i in range(500)
+    )
+    async with session(tmp_path) as client:
+        big_uri = open_doc(client, tmp_path / "big.py", big)  # 3,000 lines: seconds for the engine
+        started = time.monotonic()
+        small = open_doc(client, tmp_path / "small.py", ONE_SAFE)
+        assert len(await diagnostics_for(client, small, 1)) == 1
+        assert time.monotonic() - started < 5  # not queued behind the big buffer's whole-file lint
+        client.text_document_did_close(types.DidCloseTextDocumentParams(types.TextDocumentIdentifier(big_uri)))
+
+        huge = "x = 1\n" * (2 * 1024 * 1024)  # over 10 MiB: not linted, as `gradfix check` skips it
+        huge_uri = open_doc(client, tmp_path / "huge.py", huge)
+        assert list(await diagnostics_for(client, huge_uri, 1)) == []
+        await _until(lambda: any("not linted" in m.message for m in client.messages))
