@@ -20,9 +20,7 @@ imports torch. Regenerate it from the installed torch with::
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 import warnings
 from functools import lru_cache
 from pathlib import Path
@@ -379,24 +377,10 @@ OUT_FUNCTIONS: frozenset[str] = frozenset(_TABLE.get("out_functions", ()))
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--write", action="store_true", help=f"write {DATA_FILE.name}")
-    parser.add_argument("--check", action="store_true", help="exit 1 if the data file is stale")
-    args = parser.parse_args(argv)
-    text = render(generate())
-    if args.write:
-        DATA_FILE.parent.mkdir(parents=True, exist_ok=True)
-        DATA_FILE.write_text(text, encoding="utf-8")
-        print(f"wrote {DATA_FILE}")
-        return 0
-    if args.check:
-        current = DATA_FILE.read_text(encoding="utf-8") if DATA_FILE.exists() else ""
-        if current != text:
-            print(f"{DATA_FILE} is stale: run python -m gradfix.codemods.inplace_signatures --write", file=sys.stderr)
-            return 1
-        return 0
-    sys.stdout.write(text)
-    return 0
+    from .optable import data_file_main
+
+    return data_file_main(argv, __doc__.splitlines()[0], DATA_FILE, lambda: render(generate()),
+                          "python -m gradfix.codemods.inplace_signatures --write")
 
 
 if __name__ == "__main__":

@@ -212,25 +212,31 @@ INPLACE_FUNCTIONS: dict[str, str] = dict(_TABLE.get("inplace_functions", {}))
 TENSOR_METHODS: frozenset[str] = frozenset(_TABLE["tensor_methods"]) | frozenset(INPLACE_METHODS)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--write", action="store_true", help=f"write {DATA_FILE.name}")
+def data_file_main(argv, description: str, data_file: Path, generate_text, regenerate_hint: str) -> int:
+    """The command line shared by gradfix's generated data files: print, --write, or --check."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--write", action="store_true", help=f"write {data_file.name}")
     parser.add_argument("--check", action="store_true", help="exit 1 if the data file is stale")
     args = parser.parse_args(argv)
-    text = render(generate())
+    text = generate_text()
     if args.write:
-        DATA_FILE.parent.mkdir(parents=True, exist_ok=True)
-        DATA_FILE.write_text(text, encoding="utf-8")
-        print(f"wrote {DATA_FILE}")
+        data_file.parent.mkdir(parents=True, exist_ok=True)
+        data_file.write_text(text, encoding="utf-8")
+        print(f"wrote {data_file}")
         return 0
     if args.check:
-        current = DATA_FILE.read_text(encoding="utf-8") if DATA_FILE.exists() else ""
+        current = data_file.read_text(encoding="utf-8") if data_file.exists() else ""
         if current != text:
-            print(f"{DATA_FILE} is stale: run python scripts/generate_optable.py --write", file=sys.stderr)
+            print(f"{data_file} is stale: run {regenerate_hint}", file=sys.stderr)
             return 1
         return 0
     sys.stdout.write(text)
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return data_file_main(argv, __doc__.splitlines()[0], DATA_FILE, lambda: render(generate()),
+                          "python scripts/generate_optable.py --write")
 
 
 if __name__ == "__main__":
