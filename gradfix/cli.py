@@ -38,6 +38,13 @@ class OutputFormat(str, enum.Enum):
     json = "json"
 
 
+class CheckFormat(str, enum.Enum):
+    text = "text"
+    json = "json"
+    github = "github"  # GitHub Actions workflow annotations
+    sarif = "sarif"  # SARIF 2.1.0, for code-scanning tools
+
+
 # --- shared options ----------------------------------------------------------------------
 
 PathsArg = Annotated[
@@ -59,6 +66,15 @@ UnsafeOpt = Annotated[
 ExitZeroOpt = Annotated[bool, typer.Option("--exit-zero", help="Exit 0 even when findings remain (errors still exit 2).")]
 ForceExcludeOpt = Annotated[
     bool, typer.Option("--force-exclude", help="Apply exclusions to paths named on the command line too.")
+]
+JobsOpt = Annotated[
+    Optional[int],
+    typer.Option("--jobs", "-j", min=1, help="Worker processes (default: one per core; 1 runs in this process).", show_default=False),
+]
+NoCacheOpt = Annotated[bool, typer.Option("--no-cache", help="Neither read nor write the cache of per-file results.")]
+CacheDirOpt = Annotated[
+    Optional[Path],
+    typer.Option("--cache-dir", help="Cache folder (default: $GRADFIX_CACHE_DIR, else .gradfix_cache in the project root).", show_default=False),
 ]
 ConfigOpt = Annotated[
     Optional[Path],
@@ -195,6 +211,28 @@ def _report_problems(discovery: files.Discovery, outcomes: list[runner.FileOutco
     return failed
 
 
+EXIT_INTERRUPTED = 130  # as a shell reports a process ended by Ctrl-C
+
+
+def _run_files(
+    discovery: files.Discovery, settings: Settings, mode: str, jobs: Optional[int], no_cache: bool, cache_dir: Optional[Path]
+) -> list[runner.FileOutcome]:
+    """runner.run with the cache and worker options; Ctrl-C exits 130 without tracebacks."""
+    from . import cache as result_cache
+
+    store = None
+    if not no_cache:
+        store = result_cache.Cache(cache_dir or result_cache.default_cache_dir(), settings, runner.cache_command(mode))
+        problem = store.prepare()
+        if problem:
+            err(f"warning: {problem}")
+    try:
+        return runner.run(discovery.files, settings, mode, jobs=jobs, cache=store)
+    except KeyboardInterrupt:
+        err("Interrupted." if mode == runner.CHECK else "Interrupted: files already written are fixed; the others are unchanged.")
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+
+
 # --- commands -------------------------------------------------------------------------------
 
 
@@ -203,21 +241,29 @@ def check(
     paths: PathsArg = None,
     select: SelectOpt = None,
     ignore: IgnoreOpt = None,
-    output_format: Annotated[OutputFormat, typer.Option("--format", help="Output format.")] = OutputFormat.text,
+    output_format: Annotated[CheckFormat, typer.Option("--format", help="Output format: text, json, github (workflow annotations), sarif (code scanning).")] = CheckFormat.text,
     unsafe_fixes: UnsafeOpt = None,
     exit_zero: ExitZeroOpt = False,
     force_exclude: ForceExcludeOpt = False,
     config: ConfigOpt = None,
     level: Annotated[LevelChoice, typer.Option("--level", help="Report errors and warnings (warning), or errors only (error).")] = LevelChoice.warning,
+    jobs: JobsOpt = None,
+    no_cache: NoCacheOpt = False,
+    cache_dir: CacheDirOpt = None,
 ) -> None:
     """Report in-place operations that break autograd (errors, and warnings where it is not sure)."""
     settings, discovery = _prepare(paths, select, ignore, unsafe_fixes, config, force_exclude)
     settings = _with_level(settings, report_level=level)
-    outcomes = runner.run(discovery.files, settings, runner.CHECK)
+    outcomes = _run_files(discovery, settings, runner.CHECK, jobs, no_cache, cache_dir)
     failed = _report_problems(discovery, outcomes)
     findings = sorted((f for o in outcomes for f in o.findings), key=report.sort_key)
-    if output_format is OutputFormat.json:
+    if output_format is CheckFormat.json:
         out(report.findings_json(findings))
+    elif output_format is CheckFormat.github:
+        for finding in findings:
+            out(report.github_annotation(finding))
+    elif output_format is CheckFormat.sarif:
+        out(report.sarif_log(findings, ALL_RULES, __version__))
     else:
         for finding in findings:
             out(report.finding_line(finding, settings.unsafe_fixes, settings.fix_level))
@@ -244,6 +290,10 @@ def fix(
     python: PythonOpt = None,
     memory_mb: MemoryOpt = 8192,
     level: Annotated[LevelChoice, typer.Option("--level", help="Fix error-level findings (error), or warnings too (warning).")] = LevelChoice.error,
+    exit_non_zero_on_fix: Annotated[bool, typer.Option("--exit-non-zero-on-fix", help="Exit 1 when a file was fixed, even if nothing remains (for pre-commit hooks).")] = False,
+    jobs: JobsOpt = None,
+    no_cache: NoCacheOpt = False,
+    cache_dir: CacheDirOpt = None,
 ) -> None:
     """Rewrite in-place operations in place: safe fixes of errors by default; --unsafe-fixes, --level warning for more."""
     settings, discovery = _prepare(paths, select, ignore, unsafe_fixes, config, force_exclude)
@@ -253,7 +303,7 @@ def fix(
     if verify_fixes and diff:
         raise _fail("--verify writes verified fixes; --diff writes nothing: use one of them")
     mode = runner.DIFF if diff else runner.PLAN if verify_fixes else runner.FIX
-    outcomes = runner.run(discovery.files, settings, mode)
+    outcomes = _run_files(discovery, settings, mode, jobs, no_cache, cache_dir)
     if verify_fixes:
         _verify_then_write(outcomes, settings, run_driver, _verify_options(device, timeout, python, memory_mb))
     failed = _report_problems(discovery, outcomes)
@@ -279,6 +329,8 @@ def fix(
     out(report.fix_summary(fixed, remaining, settings.unsafe_fixes, failed, settings.fix_level))
     if failed:
         raise typer.Exit(EXIT_ERROR)
+    if exit_non_zero_on_fix and any(o.written for o in changed):
+        raise typer.Exit(EXIT_FINDINGS)
     raise typer.Exit(EXIT_FINDINGS if remaining and not exit_zero else EXIT_OK)
 
 

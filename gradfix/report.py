@@ -125,3 +125,92 @@ def fixed_line(display: str, applied: dict[str, int], dry_run: bool = False) -> 
 
 def findings_json(findings: Iterable[Finding]) -> str:
     return json.dumps([f.to_json() for f in findings], indent=2)
+
+
+# --- GitHub Actions annotations -------------------------------------------------------------
+# The workflow-command syntax of actions/toolkit (packages/core/src/command.ts): a message
+# escapes %, CR and LF; a property value also escapes ':' and ','.
+
+
+def _escape_data(text: str) -> str:
+    return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+
+
+def _escape_property(text: str) -> str:
+    return _escape_data(text).replace(":", "%3A").replace(",", "%2C")
+
+
+def github_annotation(finding: Finding) -> str:
+    """``::error file=...,line=...,col=...,endLine=...,endColumn=...,title=...::message``"""
+    command = "error" if finding.level is Level.ERROR else "warning"
+    properties = {
+        "file": finding.path,
+        "line": finding.line,
+        "col": finding.col,
+        "endLine": finding.end_line,
+        "endColumn": finding.end_col,
+        "title": f"gradfix {finding.code} ({finding.name})",
+    }
+    rendered = ",".join(f"{key}={_escape_property(str(value))}" for key, value in properties.items())
+    return f"::{command} {rendered}::{_escape_data(finding.message)}"
+
+
+# --- SARIF 2.1.0 ---------------------------------------------------------------------------------
+
+SARIF_SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
+
+
+def _sarif_uri(path: str) -> str:
+    from urllib.parse import quote
+
+    return quote(path.replace("\\", "/"))
+
+
+def sarif_log(findings: Sequence[Finding], rules: Sequence, version: str) -> str:
+    """One SARIF 2.1.0 log with one run: every rule in ``tool.driver.rules``, one result per finding.
+
+    Paths are relative to the working directory (``uriBaseId`` ``%SRCROOT%``); regions are
+    1-based, columns in Unicode code points, as gradfix counts them.
+    """
+    rule_index = {rule.code: index for index, rule in enumerate(rules)}
+    descriptors = [
+        {
+            "id": rule.code,
+            "name": rule.name,
+            "shortDescription": {"text": rule.why},
+            "defaultConfiguration": {"level": "error"},
+        }
+        for rule in rules
+    ]
+    results = []
+    for finding in findings:
+        result = {
+            "ruleId": finding.code,
+            "level": "error" if finding.level is Level.ERROR else "warning",
+            "message": {"text": finding.message},
+            "locations": [{
+                "physicalLocation": {
+                    "artifactLocation": {"uri": _sarif_uri(finding.path), "uriBaseId": "%SRCROOT%"},
+                    "region": {
+                        "startLine": finding.line,
+                        "startColumn": finding.col,
+                        "endLine": finding.end_line,
+                        "endColumn": finding.end_col,
+                    },
+                }
+            }],
+            "properties": {"fixSafety": finding.fix_safety.value},
+        }
+        if finding.code in rule_index:
+            result["ruleIndex"] = rule_index[finding.code]
+        results.append(result)
+    log = {
+        "$schema": SARIF_SCHEMA,
+        "version": "2.1.0",
+        "runs": [{
+            "tool": {"driver": {"name": "gradfix", "version": version, "rules": descriptors}},
+            "columnKind": "unicodeCodePoints",
+            "results": results,
+        }],
+    }
+    return json.dumps(log, indent=2, ensure_ascii=False)

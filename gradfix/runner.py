@@ -2,27 +2,48 @@
 
 One :class:`FileOutcome` per file; the CLI turns them into output and an exit
 code. A problem with one file (unreadable, undecodable, a syntax error, even a
-crash inside a rule) is recorded on that file and never stops the others.
+crash inside a rule or of a whole worker process) is recorded on that file and
+never stops the others.
+
+Files are analysed in a pool of worker processes (``jobs``; one per core by
+default) when there are enough of them to pay for one, else in this process.
+Workers only compute: every write happens here, atomically, so an interrupted
+run never leaves a temp file behind and a parallel ``fix`` writes exactly what
+a serial one would. Outcomes are returned sorted by display path, whatever the
+scheduling. With a :class:`~gradfix.cache.Cache`, a file whose bytes, gradfix
+build and settings match a stored entry is not analysed again.
 """
 
 from __future__ import annotations
 
+import multiprocessing
 import os
+import signal
 import sys
+import time
+from collections import deque
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
-from typing import Iterator, Optional, Sequence, TypeVar
+from typing import Callable, Optional, Sequence
 
 from . import files, patches
+from .cache import Cache, settings_key
 from .codemods import Finding, SourceSyntaxError, check_source, fix_source
 from .config import Settings, engine_selection
 
 #: Show a progress bar (on a terminal only) from this many files on.
 PROGRESS_THRESHOLD = 30
+#: A worker process is started only for at least this many files to analyse (forking,
+#: and sending results back, costs more than a handful of small files take).
+FILES_PER_WORKER = 4
+#: Chunks waiting in the pool per worker: enough to keep workers busy, few enough that
+#: results (and memory) do not pile up.
+CHUNKS_IN_FLIGHT_PER_WORKER = 3
+MAX_CHUNK_FILES = 16
 
 # PLAN computes fixes without writing them (``fix --verify`` writes what verifies).
 CHECK, FIX, DIFF, PLAN = "check", "fix", "diff", "plan"
-
-T = TypeVar("T")
 
 
 @dataclass
@@ -38,35 +59,218 @@ class FileOutcome:
     original_text: str = ""  # PLAN: the text before and after fixing, and the bytes to write
     new_text: str = ""
     new_data: bytes = b""
+    cached: bool = False  # taken from the cache, not analysed in this run
 
 
-def _progress(items: Sequence[T], description: str) -> Iterator[T]:
-    if len(items) <= PROGRESS_THRESHOLD or not sys.stderr.isatty():
-        yield from items
-        return
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+@dataclass(frozen=True)
+class _Job:
+    """What every file of one run is processed with (sent to each worker once)."""
 
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=Console(file=sys.stderr), transient=True) as progress:
-        task = progress.add_task(description, total=len(items))
-        for item in items:
-            yield item
-            progress.advance(task)
+    settings: Settings
+    mode: str  # CHECK, DIFF or PLAN: FIX is planned in the workers and written here
+    cwd: str
+    cache: Optional[Cache]
 
 
-def run(paths: Sequence[str], settings: Settings, mode: str, cwd: Optional[str] = None) -> list[FileOutcome]:
+def default_jobs() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def cache_command(mode: str) -> str:
+    """check and the fix family (fix, --diff, --verify) store different outcomes."""
+    return "check" if mode == CHECK else "fix"
+
+
+def run(
+    paths: Sequence[str],
+    settings: Settings,
+    mode: str,
+    cwd: Optional[str] = None,
+    *,
+    jobs: Optional[int] = None,
+    cache: Optional[Cache] = None,
+) -> list[FileOutcome]:
+    """Outcomes for ``paths``, sorted by display path. ``jobs``: worker processes (None: one per core)."""
+    if cache is not None and cache.settings_key != settings_key(settings, cache_command(mode)):
+        raise ValueError("the cache was opened for other settings or another command")
     cwd = cwd or os.getcwd()
+    jobs = default_jobs() if jobs is None else max(1, jobs)
+    job = _Job(settings, PLAN if mode == FIX else mode, cwd, cache)
     description = {CHECK: "Checking", FIX: "Fixing", DIFF: "Diffing", PLAN: "Fixing"}[mode]
-    outcomes = []
-    for path in _progress(list(paths), description):
+
+    outcomes: list[FileOutcome] = []
+    pending: list[tuple[str, str, int]] = []  # (path, display, size) still to analyse
+    for path in paths:
         display = files.display_path(path, cwd)
-        if mode == CHECK:
-            outcomes.append(_check_file(path, display, settings))
+        hit = _from_cache(path, display, cache) if cache is not None else None
+        if hit is not None:
+            outcomes.append(hit)
         else:
-            outcomes.append(_fix_file(path, display, settings, mode, cwd))
+            pending.append((path, display, _size(path)))
+
+    def finish(outcome: FileOutcome) -> None:
+        if mode == FIX and outcome.new_data:
+            write_planned(outcome, settings)
+            outcome.original_text = outcome.new_text = ""
+            outcome.new_data = b""
+        outcomes.append(outcome)
+
+    workers = min(jobs, len(pending) // FILES_PER_WORKER)
+    with _Progress(len(paths), description) as progress:
+        progress.advance(len(outcomes), sum(len(o.findings) for o in outcomes))
+        if workers >= 2:
+            _run_pool(pending, job, workers, finish, progress)
+        else:
+            for path, display, _ in pending:
+                outcome = _process(path, display, job)
+                finish(outcome)
+                progress.advance(1, len(outcome.findings))
     outcomes.sort(key=lambda o: o.display)
     return outcomes
+
+
+def _size(path: str) -> int:
+    try:
+        return os.stat(path).st_size
+    except OSError:
+        return 0
+
+
+def _from_cache(path: str, display: str, cache: Cache) -> Optional[FileOutcome]:
+    try:
+        data = files.read_bytes(path, display, files.MAX_FILE_BYTES)
+    except files.FileError:
+        return None  # analysed normally, which reports the problem
+    hit = cache.lookup(display, data)
+    if hit is None:
+        return None
+    return FileOutcome(path, display, findings=hit.findings, errors=hit.errors, cached=True)
+
+
+# --- the pool ------------------------------------------------------------------------------
+
+_worker_job: Optional[_Job] = None
+
+
+def _worker_init(job: _Job) -> None:
+    global _worker_job
+    _worker_job = job
+    # Ctrl-C goes to the whole process group: only the parent handles it (and stops us).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _worker_chunk(chunk: list[tuple[str, str]]) -> list[FileOutcome]:
+    assert _worker_job is not None
+    return [_process(path, display, _worker_job) for path, display in chunk]
+
+
+def _pool_context():
+    # fork: workers start in milliseconds with everything already imported.
+    methods = multiprocessing.get_all_start_methods()
+    return multiprocessing.get_context("fork" if "fork" in methods else None)
+
+
+def _chunks(pending: list[tuple[str, str, int]], workers: int) -> deque[list[tuple[str, str]]]:
+    """Largest files first (the slowest finish early, not last), in chunks that shrink towards the end."""
+    ordered = sorted(pending, key=lambda item: (-item[2], item[1]))
+    size = max(1, min(MAX_CHUNK_FILES, len(ordered) // (workers * 16)))
+    return deque([[(path, display) for path, display, _ in ordered[i : i + size]]
+                  for i in range(0, len(ordered), size)])
+
+
+def _run_pool(pending, job: _Job, workers: int, finish: Callable[[FileOutcome], None], progress: "_Progress") -> None:
+    """Analyse ``pending`` in worker processes.
+
+    A worker that dies (a segfault in a parser, the OOM killer) breaks the pool:
+    the files it may have been working on are retried one at a time in a new pool,
+    and a file that breaks that one too gets an error of its own.
+    """
+    queue = _chunks(pending, workers)
+    suspects: deque[list[tuple[str, str]]] = deque()
+    executor: Optional[ProcessPoolExecutor] = None
+    in_flight: dict[Future, tuple[list[tuple[str, str]], bool]] = {}
+    try:
+        while queue or suspects or in_flight:
+            if executor is None:
+                executor = ProcessPoolExecutor(workers, mp_context=_pool_context(), initializer=_worker_init,
+                                               initargs=(job,))
+            if suspects:  # alone in the pool, so a crash names its file
+                if not in_flight:
+                    chunk = suspects.popleft()
+                    in_flight[executor.submit(_worker_chunk, chunk)] = (chunk, True)
+            else:
+                while queue and len(in_flight) < workers * CHUNKS_IN_FLIGHT_PER_WORKER:
+                    chunk = queue.popleft()
+                    in_flight[executor.submit(_worker_chunk, chunk)] = (chunk, False)
+            done, _ = wait(list(in_flight), return_when=FIRST_COMPLETED)
+            broken = False
+            for future in done:
+                chunk, alone = in_flight.pop(future)
+                try:
+                    results = future.result()
+                except BrokenProcessPool:
+                    broken = True
+                    if alone:
+                        path, display = chunk[0]
+                        results = [FileOutcome(path, display, errors=[
+                            f"{display}: the worker process analysing this file died; file left unchanged"])]
+                    else:
+                        suspects.extend([item] for item in chunk)
+                        continue
+                except Exception as error:  # a result that could not be sent back, and the like
+                    results = [FileOutcome(path, display, errors=[_internal_error(display, error)])
+                               for path, display in chunk]
+                for outcome in results:
+                    finish(outcome)
+                    progress.advance(1, len(outcome.findings))
+            if broken:
+                # Every other chunk in this pool is lost with it.
+                for chunk, _alone in in_flight.values():
+                    suspects.extend([item] for item in chunk)
+                in_flight.clear()
+                executor.shutdown(wait=False, cancel_futures=True)
+                executor = None
+    except BaseException:
+        if executor is not None:
+            _stop(executor)
+            executor = None
+        raise
+    finally:
+        if executor is not None:
+            executor.shutdown(wait=True)
+
+
+def _stop(executor: ProcessPoolExecutor) -> None:
+    """Stop now (Ctrl-C): cancel what is queued, end the workers mid-file (they write nothing)."""
+    processes = list(getattr(executor, "_processes", {}).values())  # no public handle on them
+    executor.shutdown(wait=False, cancel_futures=True)
+    for process in processes:
+        try:
+            process.terminate()
+        except Exception:
+            pass
+    for process in processes:
+        process.join(timeout=5)
+
+
+# --- one file ------------------------------------------------------------------------------
+
+
+def _process(path: str, display: str, job: _Job) -> FileOutcome:
+    outcome = FileOutcome(path, display)
+    source = _read(outcome)
+    if source is None:
+        return outcome
+    if job.mode == CHECK:
+        reusable = _check_file(outcome, source, job.settings)
+    else:
+        reusable = _fix_file(outcome, source, job.settings, job.mode, job.cwd)
+    if reusable and job.cache is not None:
+        job.cache.store(display, source.data, outcome.findings, outcome.errors)
+    return outcome
 
 
 def _read(outcome: FileOutcome) -> Optional[files.SourceFile]:
@@ -111,11 +315,9 @@ def _keep_original(outcome: FileOutcome, settings: Settings) -> None:
     outcome.applied = {}
 
 
-def _check_file(path: str, display: str, settings: Settings) -> FileOutcome:
-    outcome = FileOutcome(path, display)
-    source = _read(outcome)
-    if source is None:
-        return outcome
+def _check_file(outcome: FileOutcome, source: files.SourceFile, settings: Settings) -> bool:
+    """Fill in the findings; True when the outcome may be reused for the same bytes."""
+    display = outcome.display
     select, ignore = engine_selection(settings.select, settings.ignore)
     try:
         outcome.findings = check_source(source.text, display, select=select, ignore=ignore, level=settings.report_level)
@@ -123,55 +325,105 @@ def _check_file(path: str, display: str, settings: Settings) -> FileOutcome:
         outcome.errors.append(_syntax_error(display, error))
     except Exception as error:  # a bug in a rule must not stop the run
         outcome.errors.append(_internal_error(display, error))
-    return outcome
+        return False
+    return True
 
 
-def _fix_file(path: str, display: str, settings: Settings, mode: str, cwd: str) -> FileOutcome:
-    outcome = FileOutcome(path, display)
-    source = _read(outcome)
-    if source is None:
-        return outcome
+def _fix_file(outcome: FileOutcome, source: files.SourceFile, settings: Settings, mode: str, cwd: str) -> bool:
+    """Fix in memory (PLAN) or diff; True when nothing changes and the outcome may be reused."""
+    display = outcome.display
     select, ignore = engine_selection(settings.select, settings.ignore)
     try:
         result = fix_source(source.text, display, select=select, ignore=ignore, unsafe_fixes=settings.unsafe_fixes,
                             level=settings.fix_level)
     except SourceSyntaxError as error:
         outcome.errors.append(_syntax_error(display, error))
-        return outcome
+        return True
     except Exception as error:
         outcome.errors.append(_internal_error(display, error))
-        return outcome
+        return False
     outcome.errors.extend(result.errors)
     outcome.findings = list(result.remaining)
     if result.source == source.text:
-        return outcome
+        return True
     try:
         new_data = source.encode(result.source)
     except files.FileError as error:
         outcome.errors.append(str(error))
         # Nothing is written, so everything found in the original remains.
         outcome.findings = check_source(source.text, display, select=select, ignore=ignore, level=settings.report_level)
-        return outcome
+        return False
     if new_data == source.data:  # pragma: no cover - text differs, so bytes do
-        return outcome
-    if mode == PLAN:
-        outcome.original_text, outcome.new_text, outcome.new_data = source.text, result.source, new_data
-        outcome.applied = dict(result.applied)
-        return outcome
+        return True
     if mode == DIFF:
         try:
-            outcome.diff = patches.unified_diff(files.patch_path(path, cwd), source.data, new_data)
+            outcome.diff = patches.unified_diff(files.patch_path(outcome.path, cwd), source.data, new_data)
         except Exception as error:  # the diff's self-check failed: print nothing rather than a wrong diff
             outcome.errors.append(_internal_error(display, error))
-            return outcome
+            return False
         outcome.applied = dict(result.applied)
-        return outcome
-    try:
-        files.write_atomic(path, new_data, display)
-    except files.FileError as error:
-        outcome.errors.append(str(error))
-        outcome.findings = check_source(source.text, display, select=select, ignore=ignore, level=settings.report_level)
-        return outcome
-    outcome.written = True
+        return False
+    outcome.original_text, outcome.new_text, outcome.new_data = source.text, result.source, new_data
     outcome.applied = dict(result.applied)
-    return outcome
+    return False
+
+
+# --- progress --------------------------------------------------------------------------------
+
+
+class _Progress:
+    """A progress bar on stderr (a terminal only, from PROGRESS_THRESHOLD files): files/s, findings so far.
+
+    Refreshed by hand, never from a thread of its own, so forking the pool's workers is safe.
+    """
+
+    REFRESH_SECONDS = 0.1
+
+    def __init__(self, total: int, description: str, console=None) -> None:
+        self.total = total
+        self.description = description
+        self.console = console
+        self.findings = 0
+        self._bar = None
+        self._task = None
+        self._last_refresh = 0.0
+
+    def _wanted(self) -> bool:
+        if self.console is not None:
+            return True
+        return self.total > PROGRESS_THRESHOLD and sys.stderr.isatty()
+
+    def __enter__(self) -> "_Progress":
+        if not self._wanted():
+            return self
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeRemainingColumn
+        from rich.text import Text
+
+        class RateColumn(ProgressColumn):
+            def render(self, task) -> Text:
+                speed = task.finished_speed or task.speed
+                return Text(f"{speed:,.0f} files/s" if speed else "- files/s")
+
+        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), RateColumn(),
+                   TextColumn("{task.fields[findings]} findings"), TimeRemainingColumn())
+        self._bar = Progress(*columns, console=self.console or Console(file=sys.stderr), transient=True,
+                             auto_refresh=False)
+        self._bar.start()
+        self._task = self._bar.add_task(self.description, total=self.total, findings=0)
+        return self
+
+    def advance(self, count: int, findings: int) -> None:
+        self.findings += findings
+        if self._bar is None or not count:
+            return
+        self._bar.update(self._task, advance=count, findings=self.findings)
+        now = time.monotonic()
+        if now - self._last_refresh >= self.REFRESH_SECONDS:
+            self._last_refresh = now
+            self._bar.refresh()
+
+    def __exit__(self, *exc) -> None:
+        if self._bar is not None:
+            self._bar.refresh()
+            self._bar.stop()

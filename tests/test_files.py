@@ -210,7 +210,9 @@ def test_permissions_are_preserved(tmp_path):
 def test_no_temporary_files_left_behind(tmp_path):
     put(tmp_path / "a.py", SAFE.encode())
     run("fix", "a.py")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.py"]
+    # The result cache (.gradfix_cache) is expected; no temp file anywhere, in it either.
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".gradfix_cache", "a.py"]
+    assert not [p for p in tmp_path.rglob("*") if ".tmp" in p.name or "gradfix-tmp" in p.name]
 
 
 def test_symlinked_file_is_fixed_through_the_link(tmp_path):

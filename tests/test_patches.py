@@ -53,7 +53,9 @@ def make_tree(root: Path, tree: dict[str, bytes] = TREE) -> Path:
 
 
 def snapshot(root: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+    """Every file's bytes, the result cache (.gradfix_cache) aside."""
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
+            if p.is_file() and ".gradfix_cache" not in p.relative_to(root).parts}
 
 
 @pytest.fixture(scope="module")
