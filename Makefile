@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 # release would download a multi-GB CUDA build. Installed first, explicitly.
 TORCH_VERSION := 2.13.0
 
-.PHONY: setup demo test corpus clean
+.PHONY: setup demo test corpus models clean
 
 setup: $(VENV)/.installed
 
@@ -29,6 +29,17 @@ test: setup
 # gradfix check over the installed torch's own sources (slow; run before resolving engine work).
 corpus: setup
 	$(PY) scripts/corpus_report.py
+
+# Issue 4's check that a default `gradfix fix` changes nothing real models notice: torch.nn
+# building blocks and transformers architectures (small configs, nothing downloaded), run with
+# the original and the fixed library sources and compared bit for bit. transformers is pinned
+# and does not depend on torch, so the installed torch stays the one above.
+TRANSFORMERS_VERSION := 5.23.0
+
+models: setup
+	$(PY) -m pip install --quiet transformers==$(TRANSFORMERS_VERSION)
+	@$(PY) -c "import torch, sys; v = torch.__version__.split('+')[0]; sys.exit(0 if v == '$(TORCH_VERSION)' else 'torch ' + v + ' installed, expected $(TORCH_VERSION)')"
+	$(PY) scripts/model_equivalence.py
 
 clean:
 	rm -rf $(VENV) build .pytest_cache

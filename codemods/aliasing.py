@@ -228,12 +228,16 @@ class AliasAnalysis:
         return False
 
     def _call_taking(self, node: cst.CSTNode) -> Optional[cst.Call]:
-        """The call that receives ``node`` as an argument, looking through list/tuple literals."""
-        current = self._parent_of(node)
-        while isinstance(current, (cst.Element, cst.List, cst.Tuple)):
-            current = self._parent_of(current)
-        if isinstance(current, cst.Arg):
-            call = self._parent_of(current)
-            if isinstance(call, cst.Call):
-                return call
-        return None
+        return call_taking(node, self._parent_of)
+
+
+def call_taking(node: cst.CSTNode, parent_of: Callable[[cst.CSTNode], Optional[cst.CSTNode]]) -> Optional[cst.Call]:
+    """The call that receives ``node`` as an argument, looking through list/tuple literals."""
+    current = parent_of(node)
+    while isinstance(current, (cst.Element, cst.List, cst.Tuple)):
+        current = parent_of(current)
+    if isinstance(current, cst.Arg):
+        call = parent_of(current)
+        if isinstance(call, cst.Call):
+            return call
+    return None

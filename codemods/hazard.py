@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Iterable, Optional
 import libcst as cst
 from libcst.metadata import Assignment
 
-from .aliasing import ALIASING_METHODS
+from .aliasing import ALIASING_METHODS, call_taking
 from .model import Level
 from .optable import SAVES_INPUT, SAVES_OUTPUT
 from .tensors import TensorKind
@@ -54,6 +54,8 @@ MODULE_OPS = {
 MODULES_SAVING_INPUT_PREFIXES = ("Linear", "Bilinear", "Conv", "LazyConv", "LazyLinear", "LSTM", "GRU", "RNN",
                                  "MultiheadAttention", "GroupNorm", "InstanceNorm", "LayerNorm", "BatchNorm",
                                  "Transformer", "Embedding")
+# Composite ops (no entry of their own in the measured table) whose parts save their inputs.
+_SAVING_CALLS = SAVES_INPUT | {"linear", "conv1d", "conv2d", "conv3d", "matmul", "mm", "bmm", "einsum"}
 # Operators whose backward needs both operands (when the other one requires grad).
 SAVING_OPERATORS = (cst.Multiply, cst.Divide, cst.MatrixMultiply, cst.Power)
 
@@ -296,13 +298,45 @@ class HazardAnalysis:
         start = max((self._bound_at(b) for b in reaching if not isinstance(b.node, cst.Param)), default=(0, 0))
         for use in self._uses(name, start, site, self._carrying_loop(reaching, site)):
             parent = ctx.parent(use)
-            if isinstance(parent, cst.Attribute) and parent.value is use:
-                if parent.attr.value == "requires_grad_":
-                    return True
-                holder = ctx.parent(parent)
-                if parent.attr.value == "requires_grad" and isinstance(holder, cst.AssignTarget):
-                    return True
+            if isinstance(parent, cst.Attribute) and parent.value is use and _switch_value(ctx, parent) is True:
+                return True
         return False
+
+    def requires_grad_switch(self, target: cst.BaseExpression, site: cst.CSTNode) -> Optional[tuple[bool, int]]:
+        """The last ``T.requires_grad = v`` or ``T.requires_grad_(v)`` before ``site`` in the
+        same function, on the written tensor ``T`` itself: ``(v, line)``.
+
+        Code that switches grad off around a write (``w.requires_grad = False; w.copy_(...);
+        w.requires_grad = True``: transformers' layer pruning) writes into a tensor autograd
+        does not track at that moment.
+        """
+        ctx = self.ctx
+        scope_root = _enclosing_function(ctx, site)
+        if scope_root is None or not _is_name_chain(target):
+            return None
+        wanted = ctx.code(target)
+        site_start = ctx.start(site)
+        latest: Optional[tuple[tuple[int, int], bool]] = None
+
+        class Switches(cst.CSTVisitor):
+            def visit_Attribute(self, node: cst.Attribute) -> None:
+                nonlocal latest
+                value = _switch_value(ctx, node)
+                if value is None or ctx.code(node.value) != wanted:
+                    return
+                start = ctx.start(node)
+                if start < site_start and (latest is None or start > latest[0]):
+                    latest = (start, value)
+
+        scope_root.visit(Switches())
+        if latest is None:
+            return None
+        start, value = latest
+        loop = _enclosing_loop(ctx, site)
+        if loop is not None and not ctx.position(loop).start.line <= start[0] <= ctx.position(loop).end.line:
+            # Set before the loop: a switch later in the loop body reaches the next iteration.
+            return None
+        return value, start[0]
 
     def _uses(self, name: cst.Name, after: tuple[int, int], site: cst.CSTNode,
               loop: Optional[cst.CSTNode] = None) -> list[cst.Name]:
@@ -343,6 +377,9 @@ class HazardAnalysis:
 
     def _saving_use(self, use: cst.Name) -> Optional[str]:
         ctx = self.ctx
+        # A view (`h[t]`, `h.t()`, `h.view(...)`) shares h's version counter: an op that saves
+        # the view has saved h, as far as a later in-place write into h is concerned.
+        use = _through_views(ctx, use)
         parent = ctx.parent(use)
         if isinstance(parent, cst.BinaryOperation) and isinstance(parent.operator, SAVING_OPERATORS):
             other = parent.right if parent.left is use else parent.left
@@ -351,18 +388,18 @@ class HazardAnalysis:
                     return "an operator that saves its operands read it"
         if isinstance(parent, cst.Attribute) and parent.value is use:
             holder = ctx.parent(parent)
-            if isinstance(holder, cst.Call) and holder.func is parent and parent.attr.value in SAVES_INPUT:
+            if isinstance(holder, cst.Call) and holder.func is parent and parent.attr.value in _SAVING_CALLS:
                 if parent.attr.value not in ("mul", "multiply", "div", "divide") or any(
                     ctx.tensor_kind(a.value) is not TensorKind.NOT_TENSOR for a in holder.args
                 ):
                     return f"`{parent.attr.value}` saved it for backward"
-        call = _call_taking(ctx, use)
+        call = call_taking(use, ctx.parent)
         if call is not None:
             module = _module_class(ctx, call.func)
             if module is not None and module.startswith(MODULES_SAVING_INPUT_PREFIXES):
                 return f"a `{module}` layer saved it for backward"
             name, is_torch = _last_name(ctx, call.func)
-            if is_torch and name in SAVES_INPUT | {"linear", "conv1d", "conv2d", "conv3d", "matmul", "mm", "bmm", "einsum"}:
+            if is_torch and name in _SAVING_CALLS:
                 return f"`{name}` saved it for backward"
         return None
 
@@ -378,6 +415,9 @@ def explain(ctx: "RuleContext", target: cst.BaseExpression, site: cst.CSTNode) -
     if kind is TensorKind.NOT_TENSOR:
         return None, "not a tensor"
     analysis = HazardAnalysis(ctx)
+    switch = analysis.requires_grad_switch(target, site)
+    if switch is not None and switch[0] is False:
+        return None, f"`requires_grad` is switched off before the write (line {switch[1]})"
     producer = analysis.target_producer(target, site) if _is_name_chain(target) else analysis.value_producer(target, site)
     if producer in (Producer.LEAF, Producer.SAVES_OUTPUT, Producer.MULTI_OUTPUT):
         return Level.ERROR, f"it is {producer.value}"
@@ -407,6 +447,54 @@ def _requires_grad_true(call: cst.Call) -> bool:
         and not (isinstance(arg.value, cst.Name) and arg.value.value == "False")
         for arg in call.args
     )
+
+
+# Methods that return a view of their tensor (never a copy), so the view shares its version counter.
+VIEW_METHODS = frozenset(
+    {"view", "view_as", "expand", "expand_as", "t", "transpose", "permute", "squeeze", "unsqueeze", "narrow",
+     "select", "unfold", "unflatten", "diagonal", "movedim", "moveaxis", "swapaxes", "swapdims", "detach",
+     "as_strided", "real", "imag"}
+)
+
+VIEW_ATTRIBUTES = frozenset({"T", "mT", "H", "mH", "data"})
+
+
+def _through_views(ctx: "RuleContext", node: cst.BaseExpression) -> cst.BaseExpression:
+    """The outermost expression that is ``node`` seen through subscripts and view methods."""
+    while True:
+        parent = ctx.parent(node)
+        if isinstance(parent, cst.Subscript) and parent.value is node:
+            node = parent
+            continue
+        if isinstance(parent, cst.Attribute) and parent.value is node and parent.attr.value in VIEW_ATTRIBUTES:
+            node = parent
+            continue
+        if isinstance(parent, cst.Attribute) and parent.value is node and parent.attr.value in VIEW_METHODS:
+            call = ctx.parent(parent)
+            if isinstance(call, cst.Call) and call.func is parent:
+                node = call
+                continue
+        return node
+
+
+def _switch_value(ctx: "RuleContext", attribute: cst.Attribute) -> Optional[bool]:
+    """For ``T.requires_grad = v`` or ``T.requires_grad_(v)`` (``attribute`` is ``T.requires_grad``
+    or ``T.requires_grad_``): v when it is a literal (``requires_grad_()`` means True), else None."""
+    holder = ctx.parent(attribute)
+    if attribute.attr.value == "requires_grad" and isinstance(holder, cst.AssignTarget):
+        assign = ctx.parent(holder)
+        return _literal_bool(assign.value) if isinstance(assign, cst.Assign) else None
+    if attribute.attr.value == "requires_grad_" and isinstance(holder, cst.Call) and holder.func is attribute:
+        if not holder.args:
+            return True
+        return _literal_bool(holder.args[0].value)
+    return None
+
+
+def _literal_bool(value: cst.BaseExpression) -> Optional[bool]:
+    if isinstance(value, cst.Name) and value.value in ("True", "False"):
+        return value.value == "True"
+    return None
 
 
 def _enclosing_loop(ctx: "RuleContext", node: cst.CSTNode) -> Optional[cst.CSTNode]:
@@ -461,14 +549,3 @@ def _registers_buffer(cls: cst.ClassDef, name: str) -> bool:
 
     cls.visit(Collector())
     return found
-
-
-def _call_taking(ctx: "RuleContext", node: cst.CSTNode) -> Optional[cst.Call]:
-    current = ctx.parent(node)
-    while isinstance(current, (cst.Element, cst.List, cst.Tuple)):
-        current = ctx.parent(current)
-    if isinstance(current, cst.Arg):
-        call = ctx.parent(current)
-        if isinstance(call, cst.Call):
-            return call
-    return None

@@ -81,7 +81,8 @@ out = model(input_ids=ids, labels=ids).loss
 """,
     "transformers T5ForConditionalGeneration": """
 from transformers import T5Config, T5ForConditionalGeneration
-model = T5ForConditionalGeneration(T5Config(vocab_size=99, d_model=32, d_kv=8, d_ff=37, num_layers=2, num_heads=4))
+model = T5ForConditionalGeneration(T5Config(vocab_size=99, d_model=32, d_kv=8, d_ff=37, num_layers=2, num_heads=4,
+                                                          decoder_start_token_id=0, pad_token_id=0))
 ids = torch.randint(0, 99, (2, 7))
 out = model(input_ids=ids, labels=ids).loss
 """,
@@ -97,6 +98,12 @@ model = MistralModel(MistralConfig(vocab_size=99, hidden_size=32, num_hidden_lay
 out = model(input_ids=torch.randint(0, 99, (2, 7))).last_hidden_state
 """,
 }
+# The control: the same comparison with a tiny deliberate change to a library file must say
+# DIFFERENT, or the fixed sources never reached the model and "identical" would mean nothing.
+CONTROL_MODEL = "nn.Transformer"
+CONTROL_FILE = "nn/modules/linear.py"
+CONTROL_EDIT = ("return F.linear(input, self.weight, self.bias)", "return F.linear(input, self.weight, self.bias) * (1 + 2**-20)")
+
 TRANSFORMERS_ARCHITECTURES = ("bert", "gpt2", "llama", "t5", "distilbert", "mistral")
 
 DRIVER = """
@@ -113,9 +120,9 @@ torch.save({{"out": out.detach(), "loss": loss.detach(), "grads": grads}}, sys.a
 BOOT = """
 import runpy, sys, json
 sys.path.insert(0, {verify_dir!r})
-from worker import _OverrideFinder
+from source_overrides import install  # standard library only: installed before torch loads
 with open({overrides!r}) as handle:
-    sys.meta_path.insert(0, _OverrideFinder(json.load(handle)))
+    install(json.load(handle))
 sys.argv = [{driver!r}, {out!r}]
 runpy.run_path({driver!r}, run_name="__main__")
 """
@@ -184,27 +191,47 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as scratch:
         overrides_file = Path(scratch) / "overrides.json"
         overrides_file.write_text(json.dumps(overrides))
+        env = dict(os.environ, CUBLAS_WORKSPACE_CONFIG=":4096:8", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
         for name, body in MODELS.items():
             if "transformers" in name and not any("/transformers/" in f for f in files):
                 rows.append((name, "skipped: transformers is not installed"))
                 continue
-            driver = Path(scratch) / "driver.py"
-            driver.write_text(DRIVER.format(body=body.strip()))
-            original, fixed = Path(scratch) / "original.pt", Path(scratch) / "fixed.pt"
-            env = dict(os.environ, CUBLAS_WORKSPACE_CONFIG=":4096:8", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
-            first = subprocess.run([sys.executable, str(driver), str(original)], capture_output=True, text=True, env=env)
-            boot = BOOT.format(verify_dir=str(ROOT / "verify"), overrides=str(overrides_file), driver=str(driver), out=str(fixed))
-            second = subprocess.run([sys.executable, "-c", boot], capture_output=True, text=True, env=env)
-            if first.returncode or second.returncode:
-                rows.append((name, "FAILED to run: " + (first.stderr or second.stderr).strip().splitlines()[-1]))
-                continue
-            rows.append((name, _compare(original, fixed)))
+            rows.append((name, _run_pair(name, body, overrides_file, Path(scratch), env)))
+        control_file = Path(scratch) / "control.json"
+        control_file.write_text(json.dumps({**overrides, **_control_override(files, overrides)}))
+        control = _run_pair(CONTROL_MODEL, MODELS[CONTROL_MODEL], control_file, Path(scratch), env)
     print("\nmodels, original vs fixed library sources (forward and backward, bit for bit):")
     for name, verdict in rows:
         print(f"  {name:<52} {verdict}")
+    print(f"control: {CONTROL_MODEL} with {CONTROL_FILE} changed on purpose: {control}")
+    if not control.startswith("DIFFERENT"):
+        print("the control was not noticed: the fixed sources did not reach the models", file=sys.stderr)
+        return 1
     if args.json_out:
         Path(args.json_out).write_text(json.dumps({"rows": rows, "edits": {f"{g} {c}": n for (g, c), n in edits.items()}}))
     return 0 if all(v.startswith(("identical", "skipped")) for _, v in rows) else 1
+
+
+def _run_pair(name: str, body: str, overrides_file: Path, scratch: Path, env: dict) -> str:
+    """Run one model with the original and with the overridden library sources; compare."""
+    driver = scratch / "driver.py"
+    driver.write_text(DRIVER.format(body=body.strip()))
+    original, fixed = scratch / "original.pt", scratch / "fixed.pt"
+    first = subprocess.run([sys.executable, str(driver), str(original)], capture_output=True, text=True, env=env)
+    boot = BOOT.format(verify_dir=str(ROOT / "verify"), overrides=str(overrides_file), driver=str(driver), out=str(fixed))
+    second = subprocess.run([sys.executable, "-c", boot], capture_output=True, text=True, env=env)
+    if first.returncode or second.returncode:
+        return "FAILED to run: " + (first.stderr or second.stderr).strip().splitlines()[-1]
+    return _compare(original, fixed)
+
+
+def _control_override(files: list[str], overrides: dict) -> dict:
+    path = next(f for f in files if f.endswith(CONTROL_FILE))
+    text = overrides.get(path) or Path(path).read_text(encoding="utf-8")
+    old, new = CONTROL_EDIT
+    if old not in text:
+        raise SystemExit(f"{path}: the control edit's text is not in the file (torch changed?)")
+    return {path: text.replace(old, new)}
 
 
 def _compare(original: Path, fixed: Path) -> str:

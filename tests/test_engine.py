@@ -482,6 +482,20 @@ def test_findings_are_in_line_order_with_end_positions():
         ("h = x.clone()\n    h.mul_(2)", None),
         ("x.mul_(2)", "warning"),  # a parameter: its producer is the caller's
         ("h = helper(x)\n    h.mul_(2)", "warning"),  # an unknown call
+        ("h = x + 1\n    y = h[0] @ w\n    h += 1", "error"),  # matmul saved a view of h
+        ("h = x + 1\n    y = h.t().matmul(w)\n    h += 1", "error"),
+        ("h = x + 1\n    y = torch.mm(h.T, w)\n    h += 1", "error"),
+        ("h = x + 1\n    y = h[0] + w\n    h += 1", None),  # add saves nothing
+        # requires_grad switched off on the written tensor before the write (transformers' pruning)
+        ("m = torch.nn.Linear(3, 2)\n    m.weight.requires_grad = False\n    m.weight.copy_(w)", None),
+        ("x.requires_grad = False\n    x[:, 0::2] = w", None),
+        ("x.requires_grad_(False)\n    x.mul_(2)", None),
+        ("m = torch.nn.Linear(3, 2)\n    m.weight.copy_(w)", "error"),
+        ("m = torch.nn.Linear(3, 2)\n    m.weight.requires_grad = False\n    m.weight.requires_grad = True\n    m.weight.copy_(w)", "error"),
+        ("h = x + 1\n    h.requires_grad = True\n    h.mul_(2)", "error"),  # made a leaf
+        ("h = x + 1\n    h.requires_grad = False\n    h.mul_(2)", None),  # not made a leaf
+        # switched off before a loop whose body switches it on after the write: no claim
+        ("m = torch.nn.Linear(3, 2)\n    m.weight.requires_grad = False\n    for v in [w]:\n        m.weight.copy_(v)\n        m.weight.requires_grad = True", "error"),
     ],
 )
 def test_hazard_levels(body, expected):

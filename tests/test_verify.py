@@ -341,6 +341,26 @@ def test_cli_verify_run_serves_fixed_library_through_an_import_hook(tmp_path):
     assert "g = g.mul(2)" in (package / "layers.py").read_text()
 
 
+def test_overrides_of_modules_torch_already_imported_reach_the_program(session, tmp_path):
+    # The worker has imported torch before any program runs; a fixed version of one of
+    # torch's own files must still be what the program executes (a fresh interpreter).
+    linear = Path(torch.nn.modules.linear.__file__)
+    text = linear.read_text(encoding="utf-8")
+    original_line = "return F.linear(input, self.weight, self.bias)"
+    assert original_line in text
+    driver = write(tmp_path, "driver.py", """
+        import torch
+        torch.manual_seed(0)
+        layer = torch.nn.Linear(3, 2)
+        layer(torch.randn(4, 3)).pow(2).sum().backward()
+    """)
+    served = {str(linear): text.replace(original_line, "return 2 * F.linear(input, self.weight, self.bias)")}
+    changed = verify(Program(driver), Program(driver, overrides=served), session=session)
+    assert changed.status == "failed" and changed.reason.startswith("forward matches:"), changed.headline()
+    unchanged = verify(Program(driver), Program(driver, overrides={str(linear): text}), session=session)
+    assert unchanged.verified, unchanged.headline()
+
+
 def test_cli_fix_verify_withholds_a_fix_that_does_not_verify(tmp_path):
     # The unsafe hoisting changes evaluation order: `g(h)` sees h before the add in the original.
     (tmp_path / "order.py").write_text(textwrap.dedent("""

@@ -33,8 +33,18 @@ import time
 import traceback
 import types
 
-import torch
-from torch.overrides import TorchFunctionMode
+# Standard library only (this script's folder is sys.path[0]): it must work before torch loads.
+from source_overrides import already_imported, install
+
+# A child re-executed because its overrides name modules the worker had already imported
+# (torch's own files): the finder goes in before ``import torch``, so torch loads the served text.
+_FRESH_CHILD = __name__ == "__main__" and len(sys.argv) == 4 and sys.argv[1] == "--fresh-child"
+if _FRESH_CHILD:
+    with open(sys.argv[2]) as _job_handle:
+        install(json.load(_job_handle).get("overrides") or {})
+
+import torch  # noqa: E402
+from torch.overrides import TorchFunctionMode  # noqa: E402
 
 try:  # numpy is optional; seeded when present so programs using it repeat
     import numpy
@@ -425,35 +435,6 @@ def _patch(namespaces, replacements):
 # --- running one program ------------------------------------------------------------------
 
 
-class _OverrideFinder:
-    """Serves in-memory sources (gradfix's fixes) for files under the given paths."""
-
-    def __init__(self, overrides):
-        self.overrides = overrides
-
-    def find_spec(self, name, path=None, target=None):
-        import importlib.machinery
-        import importlib.util
-
-        spec = importlib.machinery.PathFinder.find_spec(name, path)
-        if spec is None or spec.origin not in self.overrides:
-            return None
-        source = self.overrides[spec.origin]
-
-        class Loader(importlib.machinery.SourceFileLoader):
-            def get_data(self, filename):
-                if filename == spec.origin:
-                    return source.encode("utf-8")
-                return super().get_data(filename)
-
-            def path_stats(self, filename):
-                raise OSError("no bytecode for served sources")
-
-        loader = Loader(name, spec.origin)
-        return importlib.util.spec_from_file_location(name, spec.origin, loader=loader,
-                                                      submodule_search_locations=spec.submodule_search_locations)
-
-
 def _seed(seed):
     random.seed(seed)
     torch.manual_seed(seed)
@@ -537,8 +518,8 @@ def run_program(job, out_dir):
         torch.set_grad_enabled(False)
         replacements = _virtual_grad_mode(recorder)
         _patch([torch, torch.autograd, torch.autograd.grad_mode], replacements)
-    if overrides:
-        sys.meta_path.insert(0, _OverrideFinder(overrides))
+    if overrides and not _FRESH_CHILD:
+        install(overrides)
     sys.argv = [path, *job.get("argv", [])]
     sys.path.insert(0, os.path.dirname(path))
     _seed(job.get("seed", 0))
@@ -606,24 +587,53 @@ def _spawn(job):
             capture = os.open(os.path.join(out_dir, "output.txt"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
             os.dup2(capture, 1)
             os.dup2(capture, 2)
-            sys.stdout = io.TextIOWrapper(os.fdopen(1, "wb", closefd=False), write_through=True)
-            sys.stderr = sys.stdout
-            memory = job.get("memory_mb")
-            if memory and job.get("device") != "cuda":
-                with open("/proc/self/status") as status:
-                    vm = next(int(line.split()[1]) for line in status if line.startswith("VmSize"))
-                limit = vm * 1024 + memory * 1024 * 1024
-                resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-            result = run_program(job, out_dir)
-        except BaseException as error:  # noqa: BLE001
-            result = {"status": "crashed", "exception": type(error).__name__, "message": str(error)[:500],
-                      "traceback": traceback.format_exc()[-2000:]}
+            if already_imported(job.get("overrides") or {}):
+                _exec_fresh_child(job, write_fd)
+            _run_child(job, write_fd)
+        except BaseException:  # noqa: BLE001 - the child must never return into the worker's loop
             code = 1
-        with os.fdopen(write_fd, "w") as pipe:
-            pipe.write(json.dumps(result))
         os._exit(code)
     os.close(write_fd)
     return pid, os.fdopen(read_fd)
+
+
+def _run_child(job, write_fd):
+    """In a child (forked or fresh): run the job, write its result to ``write_fd``, exit."""
+    code = 0
+    try:
+        sys.stdout = io.TextIOWrapper(os.fdopen(1, "wb", closefd=False), write_through=True)
+        sys.stderr = sys.stdout
+        memory = job.get("memory_mb")
+        if memory and job.get("device") != "cuda":
+            with open("/proc/self/status") as status:
+                vm = next(int(line.split()[1]) for line in status if line.startswith("VmSize"))
+            limit = vm * 1024 + memory * 1024 * 1024
+            resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+        result = run_program(job, job["out_dir"])
+        if _FRESH_CHILD:
+            result["fresh_interpreter"] = True
+    except BaseException as error:  # noqa: BLE001
+        result = {"status": "crashed", "exception": type(error).__name__, "message": str(error)[:500],
+                  "traceback": traceback.format_exc()[-2000:]}
+        code = 1
+    with os.fdopen(write_fd, "w") as pipe:
+        pipe.write(json.dumps(result))
+    os._exit(code)
+
+
+def _exec_fresh_child(job, write_fd):
+    """Replace this child by a fresh interpreter that installs the overrides before torch.
+
+    A forked child inherits the worker's imported torch, so fixed versions of torch's
+    own files would never load there; serving them needs an interpreter that has not
+    imported them yet. Costs one ``import torch`` for such jobs only.
+    """
+    job_file = os.path.join(job["out_dir"], "fresh-job.json")
+    with open(job_file, "w") as handle:
+        json.dump(job, handle)
+    os.set_inheritable(write_fd, True)
+    worker = os.path.abspath(__file__)
+    os.execv(sys.executable, [sys.executable, worker, "--fresh-child", job_file, str(write_fd)])
 
 
 def _finish(job, pid, pipe, text, timed_out):
@@ -711,4 +721,7 @@ def main():
 
 
 if __name__ == "__main__":
+    if _FRESH_CHILD:
+        with open(sys.argv[2]) as handle:
+            _run_child(json.load(handle), int(sys.argv[3]))
     main()
