@@ -199,6 +199,9 @@ class AliasAnalysis:
                 return attr in TENSOR_METHODS and attr not in ALIASING_METHODS
             return attr not in ALIASING_ATTRIBUTES
         if isinstance(parent, cst.Subscript) and parent.value is name_node:
+            holder = self._parent_of(parent)
+            if isinstance(holder, cst.AssignTarget) or (isinstance(holder, cst.AugAssign) and holder.target is parent):
+                return True  # `x[i] = v` writes into x and keeps no reference to it
             # x[i] creates a view; only a read of its value (x[i] + 1, x[i].item()) is harmless.
             return self._reads_value_only_expr(parent)
         call = self._call_taking(name_node)

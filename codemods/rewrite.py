@@ -205,3 +205,86 @@ def reads_before(ctx: RuleContext, node: cst.CSTNode, anchor: cst.CSTNode, root:
         evaluated_first = anchor
     evaluated_first.visit(Finder())
     return found
+
+
+# --- writing into a clone -------------------------------------------------------------------
+
+# Reads of a tensor's metadata: they give integers and booleans, which no backward saves.
+METADATA_ATTRIBUTES = frozenset({"shape", "size", "dtype", "device", "ndim", "dim", "numel", "requires_grad", "is_cuda"})
+
+
+def reads(ctx: RuleContext, expr: cst.CSTNode, root: cst.BaseExpression) -> bool:
+    """Does ``expr`` read ``root``'s values (``h``, ``self.h``) where an op could save them?
+
+    Reads inside an index (``b[x < 0]``) and of metadata (``x.shape``, ``x.size(0)``)
+    give integers and booleans, which no backward saves.
+    """
+    root_code = ctx.code(root)
+    found = False
+
+    class Finder(cst.CSTVisitor):
+        def on_visit(self, node: cst.CSTNode) -> bool:
+            nonlocal found
+            if isinstance(node, cst.SubscriptElement):
+                return False
+            if isinstance(node, cst.Attribute) and node.attr.value in METADATA_ATTRIBUTES and ctx.code(node.value) == root_code:
+                return False
+            if isinstance(node, (cst.Name, cst.Attribute)) and ctx.code(node) == root_code:
+                found = True
+            return not found
+
+    expr.visit(Finder())
+    return found
+
+
+def fresh_name(ctx: RuleContext, base: str) -> str:
+    """A name nothing in the module uses: ``base``, ``base_1``, ..."""
+    used: set[str] = set()
+
+    class Names(cst.CSTVisitor):
+        def visit_Name(self, node: cst.Name) -> None:
+            used.add(node.value)
+
+    ctx.module.visit(Names())
+    candidate, n = base, 0
+    while candidate in used:
+        n += 1
+        candidate = f"{base}_{n}"
+    return candidate
+
+
+def clone_first(
+    ctx: RuleContext, statement: cst.BaseSmallStatement, root: cst.BaseExpression, value: Optional[cst.BaseExpression]
+) -> tuple[tuple, str]:
+    """Edits that put ``root = root.clone()`` before ``statement``, and the fix's title.
+
+    When the assigned ``value`` reads ``root`` (``h[t + 1] = torch.tanh(h[t] @ w)``),
+    it is computed into a fresh name first: evaluated after the clone, an op such as
+    ``@`` would save a view of the clone that the write then modifies.
+    """
+    base = root.attr.value if isinstance(root, cst.Attribute) else ctx.code(root)
+    clone = assign(root, clone_of(root))
+    if value is not None and reads(ctx, value, root):
+        temp = fresh_name(ctx, f"{base}_value")
+        edits: tuple = (
+            InsertBefore(statement, (assign(cst.Name(temp), strip_position(value)), clone)),
+            ReplaceNode(value, cst.Name(temp)),
+        )
+        return edits, f"Compute the value into `{temp}`, then clone `{ctx.code(root)}` before writing into it"
+    return (InsertBefore(statement, (clone,)),), f"Clone `{ctx.code(root)}` before writing into it"
+
+
+def without_argument(call: cst.Call, arg: cst.Arg, keep_as: Optional[cst.BaseExpression] = None) -> cst.Call:
+    """``call`` without ``arg``; a positional argument followed by others becomes ``keep_as`` instead."""
+    args = list(call.args)
+    index = next(i for i, a in enumerate(args) if a is arg)
+    later_positional = any(a.keyword is None and not a.star for a in args[index + 1:])
+    if arg.keyword is None and later_positional:
+        if keep_as is None:
+            raise ValueError("a positional argument with others after it can only be replaced")
+        args[index] = arg.with_changes(value=keep_as)
+    else:
+        del args[index]
+        if index == len(args) and args:
+            args[-1] = args[-1].with_changes(comma=arg.comma)
+    return strip_position(call.with_changes(args=args))  # type: ignore[return-value]

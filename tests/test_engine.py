@@ -222,6 +222,14 @@ def test_alias_created_after_the_write_outside_a_loop_is_harmless():
     assert found[0].fix_safety is FixSafety.SAFE
 
 
+@pytest.mark.parametrize("write", ["h[0] = 0.0", "h[:, 1] += 1.0"])
+def test_index_write_into_the_tensor_before_the_site_shares_nothing(write):
+    # A write into h keeps no reference to h: rebinding h later is still invisible to others.
+    text = f"import torch\ndef f(x):\n    h = torch.exp(x)\n    {write}\n    h.add_(1)\n    return h\n"
+    [found] = [f for f in check_source(text) if f.code == "GF102"]
+    assert found.fix_safety is FixSafety.SAFE
+
+
 def test_alias_created_later_in_the_same_loop_makes_it_unsafe():
     found = check_source(src("""
         import torch

@@ -8,7 +8,7 @@ from typing import Iterator
 import libcst as cst
 
 from ..context import RuleContext
-from ..model import Example, Fix, FixSafety, InsertBefore, Report, ReplaceNode
+from ..model import Example, Fix, InsertBefore, Report, ReplaceNode
 from ..rewrite import (
     AUGMENTED_TO_BINARY,
     assign,

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from dataclasses import dataclass
-from typing import Iterator, Optional, Sequence
+from typing import Iterator, Optional
 
 import libcst as cst
 
 from ..aliasing import ALIASING_METHODS
 from ..context import RuleContext
+from ..inplace_chain import InplaceChain, inplace_chain, inplace_method_name, out_of_place
 from ..model import EnsureImport, Example, Fix, FixSafety, InsertBefore, Report, ReplaceNode
 from ..optable import INPLACE_METHODS
 from ..rewrite import (
@@ -18,10 +18,8 @@ from ..rewrite import (
     rebind_in_place,
     clone_of,
     is_assignable,
-    method_call,
     previous_statement_clones,
     rebinding_safety,
-    strip_position,
     touches_data,
 )
 from ..rule import Rule
@@ -35,32 +33,6 @@ FRESH_FACTORIES = frozenset(
      "linspace", "logspace", "eye", "tensor", "as_tensor", "from_numpy", "empty_strided",
      "new_empty", "new_zeros", "new_ones", "new_full", "new_tensor", "clone"}
 )
-
-
-@dataclass
-class _Chain:
-    """``root.m1_(a).m2_(b)``: the in-place links from the innermost out."""
-
-    root: cst.BaseExpression
-    links: list[cst.Call]
-
-
-def _inplace_name(call: cst.CSTNode) -> Optional[str]:
-    if isinstance(call, cst.Call) and isinstance(call.func, cst.Attribute):
-        name = call.func.attr.value
-        if name in INPLACE_METHODS:
-            return name
-    return None
-
-
-def _chain_of(call: cst.Call) -> _Chain:
-    links = [call]
-    receiver = call.func.value  # type: ignore[union-attr]
-    while _inplace_name(receiver) is not None:
-        links.append(receiver)  # type: ignore[arg-type]
-        receiver = receiver.func.value  # type: ignore[union-attr]
-    links.reverse()
-    return _Chain(receiver, links)
 
 
 class InplaceMethod(Rule):
@@ -128,15 +100,15 @@ class InplaceMethod(Rule):
 
     def check(self, node: cst.CSTNode, ctx: RuleContext) -> Iterator[Report]:
         assert isinstance(node, cst.Call)
-        method = _inplace_name(node)
+        method = inplace_method_name(node)
         if method is None:
             return
         if is_assignable(node.func) and ctx.imported_names(node.func):
             return  # torch.relu_(x), nn.init.normal_(w): module functions, not tensor methods
         parent = ctx.parent(node)
-        if isinstance(parent, cst.Attribute) and _inplace_name(ctx.parent(parent)) is not None:
+        if isinstance(parent, cst.Attribute) and inplace_method_name(ctx.parent(parent)) is not None:
             return  # an inner link of a chain: reported with the outermost call
-        chain = _chain_of(node)
+        chain = inplace_chain(node)
         root = chain.root
         if touches_data(root) or self._is_fresh(root, ctx):
             return
@@ -149,7 +121,7 @@ class InplaceMethod(Rule):
         level, why = ctx.hazard(written, node)
         if level is None:
             return
-        methods = ", ".join(f"`{_inplace_name(link)}`" for link in chain.links)
+        methods = ", ".join(f"`{inplace_method_name(link)}`" for link in chain.links)
         subject = ctx.code(root)
         if len(subject) > 40:
             subject = subject[:37] + "..."
@@ -165,14 +137,14 @@ class InplaceMethod(Rule):
 
     # -- the three shapes of receiver ----------------------------------------------
 
-    def _rebind(self, node: cst.Call, chain: _Chain, kind: TensorKind, message: str, ctx: RuleContext) -> Report:
+    def _rebind(self, node: cst.Call, chain: InplaceChain, kind: TensorKind, message: str, ctx: RuleContext) -> Report:
         """``x.add_(1)`` becomes ``x = x.add(1)``, hoisted before the statement if need be."""
-        new_value, imports, problem = self._out_of_place(chain, ctx)
+        new_value, imports, problem = out_of_place(chain, ctx)
         if new_value is None:
             return Report(node, f"{message}; {problem}", target=chain.root)
         return rebind_in_place(ctx, node, chain.root, new_value, kind, message, imports)
 
-    def _clone_first(self, node: cst.Call, chain: _Chain, kind: TensorKind, message: str, ctx: RuleContext) -> Optional[Report]:
+    def _clone_first(self, node: cst.Call, chain: InplaceChain, kind: TensorKind, message: str, ctx: RuleContext) -> Optional[Report]:
         """``x[0].mul_(2)`` writes through a view: clone ``x`` first, as GF101 does."""
         view = chain.root
         base = view
@@ -193,14 +165,14 @@ class InplaceMethod(Rule):
         edit = InsertBefore(site.anchor, (assign(base, clone_of(base)),))
         return Report(node, message, Fix(title, (edit,), safety), statement=site.anchor, target=view)
 
-    def _temporary(self, node: cst.Call, chain: _Chain, kind: TensorKind, message: str, ctx: RuleContext) -> Report:
+    def _temporary(self, node: cst.Call, chain: InplaceChain, kind: TensorKind, message: str, ctx: RuleContext) -> Report:
         """``torch.sigmoid(a).mul_(2)``: nothing else names the tensor, use the twin in place."""
         statement = ctx.parent(node)
         if isinstance(statement, cst.Expr):
             return Report(node, f"{message}; the result is discarded, so the call only matters through a view it writes into", target=chain.root)
-        if any(INPLACE_METHODS[_inplace_name(link)]["keeps_dtype"] for link in chain.links):  # type: ignore[index]
+        if any(INPLACE_METHODS[inplace_method_name(link)]["keeps_dtype"] for link in chain.links):  # type: ignore[index]
             return Report(node, f"{message}; compute it out of place and cast back to the original dtype", target=chain.root)
-        new_value, imports, problem = self._out_of_place(chain, ctx)
+        new_value, imports, problem = out_of_place(chain, ctx)
         if new_value is None:
             return Report(node, f"{message}; {problem}", target=chain.root)
         safety = FixSafety.SAFE
@@ -212,49 +184,10 @@ class InplaceMethod(Rule):
         if reason:
             message += f" (fix is unsafe: {reason})"
         edits = (ReplaceNode(node, new_value),) + tuple(EnsureImport(m) for m in imports)
-        title = "Use the out-of-place " + ", ".join(f"`{_inplace_name(link)[:-1]}`" for link in chain.links)  # type: ignore[index]
+        title = "Use the out-of-place " + ", ".join(f"`{inplace_method_name(link)[:-1]}`" for link in chain.links)  # type: ignore[index]
         return Report(node, message, Fix(title, edits, safety), target=chain.root)
 
     # -- helpers -----------------------------------------------------------------
-
-    def _out_of_place(self, chain: _Chain, ctx: RuleContext) -> tuple[Optional[cst.BaseExpression], tuple[str, ...], str]:
-        """The chain rewritten without in-place calls, the imports it needs, or why there is none."""
-        value: cst.BaseExpression = strip_position(chain.root)
-        imports: set[str] = set()
-        for link in chain.links:
-            method = _inplace_name(link)
-            entry = INPLACE_METHODS[method]  # type: ignore[index]
-            args = [strip_position(arg) for arg in link.args]
-            kind = entry["rewrite"]
-            if kind == "twin":
-                value = method_call(value, entry["out_of_place"], args)
-                if entry["keeps_dtype"]:
-                    dtype = cst.Attribute(value=strip_position(chain.root), attr=cst.Name("dtype"))
-                    value = method_call(value, "to", [cst.Arg(dtype)])
-            elif kind == "overwrite":
-                torch_name = ctx.torch_module_name()
-                if torch_name is None:
-                    torch_name = "torch"
-                    imports.add("torch")
-                value = self._overwrite(value, method, args, torch_name, ctx)  # type: ignore[arg-type]
-            elif kind == "clone":
-                value = method_call(clone_of(value), method, args)  # type: ignore[arg-type]
-            else:
-                return None, (), f"`{method}` changes the tensor's storage or size and has no out-of-place form"
-        return value, tuple(sorted(imports)), ""
-
-    def _overwrite(self, value: cst.BaseExpression, method: str, args: Sequence[cst.Arg], torch_name: str, ctx: RuleContext) -> cst.BaseExpression:
-        def torch_call(function: str, call_args: Sequence[cst.Arg]) -> cst.Call:
-            return cst.Call(func=cst.Attribute(value=cst.Name(torch_name), attr=cst.Name(function)), args=list(call_args))
-
-        like = cst.Arg(value)
-        if method == "zero_":
-            return torch_call("zeros_like", [like])
-        if method == "fill_" and len(args) == 1 and args[0].keyword is None:
-            if ctx.tensor_kind(args[0].value) is TensorKind.NOT_TENSOR:
-                return torch_call("full_like", [like, args[0].with_changes(comma=cst.MaybeSentinel.DEFAULT)])
-        # Random fills and copy_: the same call on a fresh buffer of the same shape, dtype and device.
-        return method_call(torch_call("empty_like", [like]), method, args)
 
     def _is_fresh(self, expr: cst.BaseExpression, ctx: RuleContext) -> bool:
         """A factory call without requires_grad=True: writing into it is always legal."""

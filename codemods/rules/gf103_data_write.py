@@ -10,11 +10,13 @@ import libcst as cst
 from libcst.metadata import Assignment
 
 from ..context import RuleContext
+from ..inplace_chain import InplaceChain, inplace_chain, inplace_method_name, out_of_place
 from ..model import EnsureImport, Example, Fix, FixSafety, Level, Report, ReplaceNode
-from ..optable import INPLACE_METHODS, INPLACE_OPERATORS
+from ..optable import INPLACE_OPERATORS
 from ..rewrite import (
     AUGMENTED_TO_BINARY,
     assign,
+    clone_first,
     is_assignable,
     parenthesized,
     previous_statement_clones,
@@ -24,8 +26,6 @@ from ..rewrite import (
 )
 from ..rule import Rule
 from ..tensors import TensorKind
-from .gf102_inplace_method import InplaceMethod, _Chain, _chain_of, _inplace_name
-from .gf104_subscript_assignment import clone_first
 
 # Attribute names that hold a module's parameters: weight, bias, weight_ih_l0, in_proj_weight, bias_k.
 PARAMETER_ATTRIBUTE = re.compile(r"^(weight|bias)(_\w+)?$|_(weight|bias)$")
@@ -421,26 +421,26 @@ class DataWrite(Rule):
         return Report(node, message, Fix(title, (ReplaceNode(node, assign(receiver, new_value)),), safety), target=receiver, level=level)
 
     def _check_call(self, node: cst.Call, ctx: RuleContext) -> Optional[Report]:
-        method = _inplace_name(node)
+        method = inplace_method_name(node)
         if method is None:
             return None
         parent = ctx.parent(node)
-        if isinstance(parent, cst.Attribute) and _inplace_name(ctx.parent(parent)) is not None:
+        if isinstance(parent, cst.Attribute) and inplace_method_name(ctx.parent(parent)) is not None:
             return None  # an inner link of a chain: reported with the outermost call
-        chain = _chain_of(node)
+        chain = inplace_chain(node)
         receiver = data_receiver(chain.root)
         if receiver is None:
             data = _data_under_index(chain.root)
             if data is None:
                 return None
-            methods = ", ".join(f"`{_inplace_name(link)}`" for link in chain.links)
+            methods = ", ".join(f"`{inplace_method_name(link)}`" for link in chain.links)
             return self._indexed(node, data, None, f"in-place {methods} on", ctx, True)
         verdict = self._classify(ctx, receiver, node, None, syntactic=True)
         if verdict is None:
             return None
         level = verdict.level
         name = ctx.code(receiver)
-        methods = ", ".join(f"`{_inplace_name(link)}`" for link in chain.links)
+        methods = ", ".join(f"`{inplace_method_name(link)}`" for link in chain.links)
         if verdict.state:
             message = f"in-place {methods} on {verdict.noun} through `.data`: {_STATE_WHY[level]}"
             statement = parent if isinstance(parent, cst.Expr) else None
@@ -458,7 +458,7 @@ class DataWrite(Rule):
             return Report(node, message + f"; its result is used: compute `{name} = ...` out of place in a statement "
                           f"before, and use `{name}.detach()` where the value must stay cut from the graph",
                           target=receiver, level=level)
-        new_value, imports, problem = InplaceMethod()._out_of_place(_Chain(receiver, chain.links), ctx)
+        new_value, imports, problem = out_of_place(InplaceChain(receiver, chain.links), ctx)
         if new_value is None:
             return Report(node, f"{message}; {problem}", target=receiver, level=level)
         return rebind_in_place(ctx, node, receiver, new_value, ctx.tensor_kind(receiver), message, imports, level=level)

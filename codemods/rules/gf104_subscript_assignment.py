@@ -9,10 +9,10 @@ import libcst as cst
 from libcst.metadata import Assignment
 
 from ..context import RuleContext
-from ..model import EnsureImport, Example, Fix, FixSafety, InsertBefore, Level, Report, ReplaceNode
+from ..model import EnsureImport, Example, Fix, FixSafety, Level, Report, ReplaceNode
 from ..rewrite import (
     assign,
-    clone_of,
+    clone_first,
     method_call,
     previous_statement_clones,
     rebinding_safety,
@@ -35,7 +35,6 @@ SCALAR_CONSTANTS = frozenset({"math.inf", "math.nan", "math.pi", "math.e", "nump
 _ELEMENTWISE_OPERATORS = (cst.BitAnd, cst.BitOr, cst.BitXor)
 _PYTHON_COMPARISONS = (cst.In, cst.NotIn, cst.Is, cst.IsNot)
 _STRINGS = (cst.SimpleString, cst.ConcatenatedString, cst.FormattedString)
-_METADATA = frozenset({"shape", "size", "dtype", "device", "ndim", "dim", "numel", "requires_grad", "is_cuda"})
 
 
 def _index_elements(target: cst.Subscript) -> list[cst.BaseExpression]:
@@ -200,67 +199,6 @@ def _where_value(ctx: RuleContext, value: cst.BaseExpression, mask: cst.BaseExpr
         if name == "tensor" and len(value.args) == 1 and _is_scalar(ctx, value.args[0].value):
             return value
     return None
-
-
-def reads(ctx: RuleContext, expr: cst.CSTNode, root: cst.BaseExpression) -> bool:
-    """Does ``expr`` read ``root``'s values (``h``, ``self.h``) where an op could save them?
-
-    Reads inside an index (``b[x < 0]``) and of metadata (``x.shape``, ``x.size(0)``)
-    give integers and booleans, which no backward saves.
-    """
-    root_code = ctx.code(root)
-    found = False
-
-    class Finder(cst.CSTVisitor):
-        def on_visit(self, node: cst.CSTNode) -> bool:
-            nonlocal found
-            if isinstance(node, cst.SubscriptElement):
-                return False
-            if isinstance(node, cst.Attribute) and node.attr.value in _METADATA and ctx.code(node.value) == root_code:
-                return False
-            if isinstance(node, (cst.Name, cst.Attribute)) and ctx.code(node) == root_code:
-                found = True
-            return not found
-
-    expr.visit(Finder())
-    return found
-
-
-def fresh_name(ctx: RuleContext, base: str) -> str:
-    """A name nothing in the module uses: ``base``, ``base_1``, ..."""
-    used: set[str] = set()
-
-    class Names(cst.CSTVisitor):
-        def visit_Name(self, node: cst.Name) -> None:
-            used.add(node.value)
-
-    ctx.module.visit(Names())
-    candidate, n = base, 0
-    while candidate in used:
-        n += 1
-        candidate = f"{base}_{n}"
-    return candidate
-
-
-def clone_first(
-    ctx: RuleContext, statement: cst.BaseSmallStatement, root: cst.BaseExpression, value: Optional[cst.BaseExpression]
-) -> tuple[tuple, str]:
-    """Edits that put ``root = root.clone()`` before ``statement``, and the fix's title.
-
-    When the assigned ``value`` reads ``root`` (``h[t + 1] = torch.tanh(h[t] @ w)``),
-    it is computed into a fresh name first: evaluated after the clone, an op such as
-    ``@`` would save a view of the clone that the write then modifies.
-    """
-    base = root.attr.value if isinstance(root, cst.Attribute) else ctx.code(root)
-    clone = assign(root, clone_of(root))
-    if value is not None and reads(ctx, value, root):
-        temp = fresh_name(ctx, f"{base}_value")
-        edits: tuple = (
-            InsertBefore(statement, (assign(cst.Name(temp), strip_position(value)), clone)),
-            ReplaceNode(value, cst.Name(temp)),
-        )
-        return edits, f"Compute the value into `{temp}`, then clone `{ctx.code(root)}` before writing into it"
-    return (InsertBefore(statement, (clone,)),), f"Clone `{ctx.code(root)}` before writing into it"
 
 
 class SubscriptAssignment(Rule):

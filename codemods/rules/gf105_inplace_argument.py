@@ -11,103 +11,22 @@ import libcst as cst
 from libcst.metadata import Assignment
 
 from ..aliasing import ALIASING_METHODS
+from ..bindings import bound_at, bound_value, enclosing, module_class, reaching_binding, torch_name
 from ..context import RuleContext
 from ..grad_context import enclosing_grad_context
 from ..hazard import FACTORIES
 from ..inplace_signatures import FUNCTIONAL, FUNCTIONS_SAVING_OUTPUT, INPLACE_MODULES, MODULES
 from ..model import Example, Fix, FixSafety, Level, Report, ReplaceNode
 from ..optable import SAVES_INPUT, SAVES_OUTPUT
-from ..rewrite import is_assignable, rebind_in_place, strip_position
+from ..rewrite import is_assignable, rebind_in_place, without_argument
 from ..rule import Rule
 from ..tensors import TensorKind
 
 # Compound statements whose body may not run: a binding inside one does not reach past it on every path.
-_CONDITIONAL = (cst.If, cst.For, cst.While, cst.Try, cst.Match, cst.ExceptHandler, cst.Else, cst.Finally)
 _VIEW_ATTRIBUTES = frozenset({"T", "mT", "H", "mH", "real", "imag"})
 # Reads that look at a tensor's metadata, never at (or into) its values.
 _METADATA_READS = frozenset({"shape", "dtype", "device", "ndim", "size", "dim", "numel", "requires_grad", "is_leaf"})
 _BINARY_OPS = {cst.Add: "add", cst.Subtract: "sub", cst.Multiply: "mul", cst.Divide: "div", cst.MatrixMultiply: "matmul"}
-
-
-# --- bindings: what a name holds at a point of a function ---------------------------------------------
-
-
-def _bound_at(ctx: RuleContext, node: cst.CSTNode) -> tuple[int, int]:
-    """Where a binding takes effect: after its statement (`out = conv(out)` reads the old `out`)."""
-    statement = ctx.statement_of(node)
-    end = ctx.position(statement).end if isinstance(statement, cst.BaseSmallStatement) else ctx.position(node).end
-    return (end.line, end.column)
-
-
-def _enclosing(ctx: RuleContext, node: cst.CSTNode, kinds: tuple) -> Optional[cst.CSTNode]:
-    current = ctx.parent(node)
-    while current is not None and not isinstance(current, (cst.FunctionDef, cst.ClassDef, cst.Module)):
-        if isinstance(current, kinds):
-            return current
-        current = ctx.parent(current)
-    return None
-
-
-def reaching_binding(ctx: RuleContext, name: cst.Name, site: cst.CSTNode) -> Optional[cst.CSTNode]:
-    """The node that bound ``name`` last before ``site`` on every path, or None if that is not clear.
-
-    The answer is the name's target node (its parent says how: ``AssignTarget``,
-    ``AugAssign``, ...) or a ``Param``. Straight-line and loop-aware: a binding in a
-    branch that does not hold ``site``, or one later in a loop around ``site``, makes it unclear.
-    """
-    scope = ctx.scope(name)
-    if scope is None:
-        return None
-    assignments = [a for a in scope[name.value] if isinstance(a, Assignment)]
-    site_start = ctx.start(site)
-    before, params = [], []
-    for assignment in assignments:
-        node = assignment.node
-        if isinstance(node, cst.Param):
-            params.append(node)
-        elif not ctx.is_inside(node, site) and _bound_at(ctx, node) <= site_start:
-            before.append(node)
-    loop = _enclosing(ctx, site, (cst.For, cst.While))
-    if loop is not None and any(
-        not isinstance(a.node, cst.Param) and ctx.start(a.node) > site_start and ctx.is_inside(a.node, loop)
-        for a in assignments
-    ):
-        return None  # the next iteration sees a later binding
-    if not before:
-        return params[0] if len(params) == 1 else None
-    latest = max(before, key=lambda n: _bound_at(ctx, n))
-    branch = _enclosing(ctx, latest, _CONDITIONAL)
-    while branch is not None:
-        if not ctx.is_inside(site, branch):
-            return None  # bound on one path only
-        branch = _enclosing(ctx, branch, _CONDITIONAL)
-    return latest
-
-
-def bound_value(ctx: RuleContext, binding: cst.CSTNode) -> Optional[cst.BaseExpression]:
-    """The expression a name's target node was bound to (``x = value``), or None."""
-    parent = ctx.parent(binding)
-    if isinstance(parent, cst.AssignTarget):
-        statement = ctx.parent(parent)
-        if isinstance(statement, cst.Assign):
-            return statement.value
-    if isinstance(parent, (cst.AnnAssign, cst.NamedExpr)) and parent.value is not None:
-        return parent.value
-    if isinstance(parent, cst.Element):
-        # `a, b = x, y`: the matching element of a literal tuple.
-        container = ctx.parent(parent)
-        target = ctx.parent(container) if container is not None else None
-        statement = ctx.parent(target) if isinstance(target, cst.AssignTarget) else None
-        if isinstance(statement, cst.Assign) and isinstance(container, (cst.Tuple, cst.List)):
-            values = statement.value
-            if isinstance(values, (cst.Tuple, cst.List)) and len(values.elements) == len(container.elements):
-                index = next(i for i, e in enumerate(container.elements) if e is parent)
-                element = values.elements[index]
-                if not isinstance(element, cst.StarredElement) and not any(
-                    isinstance(e, cst.StarredElement) for e in container.elements
-                ):
-                    return element.value
-    return None
 
 
 def read_after(ctx: RuleContext, name: cst.Name, call: cst.CSTNode) -> Optional[cst.Name]:
@@ -117,9 +36,9 @@ def read_after(ctx: RuleContext, name: cst.Name, call: cst.CSTNode) -> Optional[
         return None
     end = ctx.position(call).end
     after = (end.line, end.column)
-    loop = _enclosing(ctx, call, (cst.For, cst.While))
+    loop = enclosing(ctx, call, (cst.For, cst.While))
     rebound = [
-        _bound_at(ctx, a.node) for a in scope[name.value]
+        bound_at(ctx, a.node) for a in scope[name.value]
         if isinstance(a, Assignment) and not isinstance(a.node, cst.Param) and ctx.start(a.node) >= after
         and not isinstance(ctx.parent(a.node), cst.AugAssign)
     ]
@@ -183,13 +102,6 @@ class Producer:
 UNKNOWN = Producer(Verdict.UNKNOWN)
 
 
-def _torch_name(ctx: RuleContext, func: cst.BaseExpression) -> Optional[str]:
-    for name in ctx.qualified_names(func):
-        if name.startswith("torch."):
-            return name
-    return None
-
-
 def _is_true(expr: cst.BaseExpression) -> bool:
     return isinstance(expr, cst.Name) and expr.value == "True"
 
@@ -222,13 +134,6 @@ def first_input(call: cst.Call) -> Optional[cst.BaseExpression]:
             return arg.value
     positional = _positional(call)
     return positional[0].value if positional and not positional[0].star else None
-
-
-def module_class(ctx: RuleContext, constructor: cst.Call) -> Optional[str]:
-    name = _torch_name(ctx, constructor.func)
-    if name is not None and name.startswith("torch.nn.") and not name.startswith("torch.nn.functional."):
-        return name.rsplit(".", 1)[-1]
-    return None
 
 
 def _module_inplace(ctx: RuleContext, constructor: cst.Call, cls: str) -> bool:
@@ -308,7 +213,7 @@ class Producers:
         if constructor is not None:
             argument = first_input(call)
             return self.of_module(constructor, lambda: self.of_value(argument, call) if argument is not None else UNKNOWN)
-        qualified = _torch_name(ctx, func)
+        qualified = torch_name(ctx, func)
         if qualified is not None:
             return self._of_function(call, qualified, site)
         if isinstance(func, cst.Attribute):
@@ -469,7 +374,7 @@ def _index(items: Sequence, node: cst.CSTNode) -> int:
 
 
 def _is_sequential(ctx: RuleContext, call: cst.Call) -> bool:
-    name = _torch_name(ctx, call.func)
+    name = torch_name(ctx, call.func)
     return name is not None and name.startswith("torch.nn.") and name.endswith(".Sequential")
 
 
@@ -561,22 +466,6 @@ def module_uses(ctx: RuleContext, constructor: cst.Call) -> list[Use]:
 
 
 # --- the fix ------------------------------------------------------------------------------------------
-
-
-def without_argument(call: cst.Call, arg: cst.Arg, keep_as: Optional[cst.BaseExpression] = None) -> cst.Call:
-    """``call`` without ``arg``; a positional argument followed by others becomes ``keep_as`` instead."""
-    args = list(call.args)
-    index = next(i for i, a in enumerate(args) if a is arg)
-    later_positional = any(a.keyword is None and not a.star for a in args[index + 1:])
-    if arg.keyword is None and later_positional:
-        if keep_as is None:
-            raise ValueError("a positional argument with others after it can only be replaced")
-        args[index] = arg.with_changes(value=keep_as)
-    else:
-        del args[index]
-        if index == len(args) and args:
-            args[-1] = args[-1].with_changes(comma=arg.comma)
-    return strip_position(call.with_changes(args=args))  # type: ignore[return-value]
 
 
 def _fresh_temporary(ctx: RuleContext, producers: Producers, expr: cst.BaseExpression, site: cst.CSTNode) -> bool:
@@ -682,7 +571,7 @@ class InplaceArgument(Rule):
 
     def check(self, node: cst.CSTNode, ctx: RuleContext) -> Iterator[Report]:
         assert isinstance(node, cst.Call)
-        qualified = _torch_name(ctx, node.func)
+        qualified = torch_name(ctx, node.func)
         if qualified is None or not qualified.startswith("torch.nn."):
             return
         last = qualified.rsplit(".", 1)[-1]
@@ -829,8 +718,8 @@ def _is_private(ctx: RuleContext, producers: Producers, name: cst.Name, site: cs
 
 def _only_value_reads(ctx: RuleContext, scope, name: cst.Name, binding: cst.CSTNode, call: cst.CSTNode) -> bool:
     """Between ``binding`` and ``call``, and in a loop around ``call``, ``name`` is only read for its value."""
-    start, end = _bound_at(ctx, binding), ctx.start(call)
-    loop = _enclosing(ctx, call, (cst.For, cst.While))
+    start, end = bound_at(ctx, binding), ctx.start(call)
+    loop = enclosing(ctx, call, (cst.For, cst.While))
     for assignment in scope.assignments[name.value]:
         for access in assignment.references:
             node = access.node

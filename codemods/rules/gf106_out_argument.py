@@ -9,14 +9,14 @@ from typing import Iterator, Optional
 import libcst as cst
 from libcst.metadata import Assignment
 
+from ..bindings import bound_value, module_class, reaching_binding
 from ..context import RuleContext
 from ..hazard import FACTORIES
 from ..inplace_signatures import MODULES, OUT_FUNCTIONS
 from ..model import Example, FixSafety, Level, Report
-from ..rewrite import is_assignable, rebind_in_place
+from ..rewrite import is_assignable, rebind_in_place, without_argument
 from ..rule import Rule
 from ..tensors import NON_TENSOR_NODES, TensorKind
-from .gf105_inplace_argument import bound_value, module_class, reaching_binding, without_argument
 
 # Results that never require grad, whatever they are computed from.
 _NO_GRAD_METHODS = frozenset(
