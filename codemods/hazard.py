@@ -26,6 +26,7 @@ import libcst as cst
 from libcst.metadata import Assignment
 
 from .aliasing import ALIASING_METHODS, call_taking
+from .inplace_signatures import MODULES
 from .model import Level
 from .optable import SAVES_INPUT, SAVES_OUTPUT
 from .tensors import TensorKind
@@ -94,6 +95,32 @@ def _twin(name: str) -> str:
     return name[:-1] if name.endswith("_") and not name.endswith("__") and name[:-1] in SAVES_OUTPUT else name
 
 
+def _module_output_producer(module: str, constructor: Optional[cst.Call]) -> Producer:
+    """What a module's output is, from the table measured on torch (``inplace_signatures``)."""
+    entry = MODULES.get(module)
+    if entry is None:
+        if module in ("Sequential", "ModuleList", "ModuleDict") or module.startswith(("Dropout", "AlphaDropout")):
+            return Producer.UNKNOWN  # may return its input itself
+        op = MODULE_OPS.get(module, module.lower())
+        return Producer.SAVES_OUTPUT if op in SAVES_OUTPUT else Producer.PLAIN
+    if entry["aliases_input"] != "never":
+        return Producer.UNKNOWN  # Identity, Flatten, Dropout in eval mode: may return the input itself
+    in_place = "inplace_index" in entry and constructor is not None and _takes_inplace(constructor, entry["inplace_index"])
+    saves = entry["inplace_saves_output"] if in_place else entry["saves_output"]
+    return Producer.SAVES_OUTPUT if saves else Producer.PLAIN
+
+
+def _takes_inplace(constructor: cst.Call, index: int) -> bool:
+    """``inplace=True`` given by keyword, or a literal True at the parameter's position."""
+    for position, arg in enumerate(constructor.args):
+        if arg.keyword is not None:
+            if arg.keyword.value == "inplace":
+                return _literal_bool(arg.value) is not False
+        elif position == index and not arg.star:
+            return _literal_bool(arg.value) is not False
+    return False
+
+
 def _module_class(ctx: "RuleContext", func: cst.BaseExpression) -> Optional[str]:
     constructor = ctx.module_constructor(func)
     if constructor is None:
@@ -126,10 +153,7 @@ class HazardAnalysis:
         func = value.func
         module = _module_class(ctx, func)
         if module is not None:
-            if module in ("Identity", "Flatten", "Unflatten", "Sequential") or module.startswith(("Dropout", "AlphaDropout")):
-                return Producer.UNKNOWN  # may return its input itself
-            op = MODULE_OPS.get(module, module.lower())
-            return Producer.SAVES_OUTPUT if op in SAVES_OUTPUT else Producer.PLAIN
+            return _module_output_producer(module, ctx.module_constructor(func))
         name, is_torch = _last_name(ctx, func)
         if name is None:
             return Producer.UNKNOWN

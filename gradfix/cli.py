@@ -396,6 +396,10 @@ def verify_command(
     python: PythonOpt = None,
     memory_mb: MemoryOpt = 8192,
     unsafe_fixes: UnsafeOpt = None,
+    level: Annotated[
+        Optional[LevelChoice],
+        typer.Option("--level", help="Which findings the verified fix rewrites: errors (error), or warnings too (warning). Default: the config's, else error.", show_default=False),
+    ] = None,
     select: SelectOpt = None,
     ignore: IgnoreOpt = None,
     config: ConfigOpt = None,
@@ -420,6 +424,7 @@ def verify_command(
             if fixed:
                 raise _fail("--fixed verifies one script; with --run the fixes are gradfix's own")
             settings, discovery = _prepare(paths, select, ignore, unsafe_fixes, config, False)
+            settings = _with_level(settings, fix_level=level)
             outcomes = runner.run(discovery.files, settings, runner.PLAN)
             if _report_problems(discovery, outcomes):
                 raise typer.Exit(EXIT_ERROR)
@@ -432,6 +437,7 @@ def verify_command(
             if len(paths) != 1:
                 raise _fail("verify takes one SCRIPT.py (or --run DRIVER.py with library paths)")
             settings, _ = _prepare(paths, select, ignore, unsafe_fixes, config, False)
+            settings = _with_level(settings, fix_level=level)
             original, rewrite, notes = verification.script_programs(paths[0], fixed, settings)
             reports = [verification.run(original, rewrite, paths[0], options, notes, session)]
     except (verification.VerifyUsageError, files.FileError) as error:

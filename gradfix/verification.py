@@ -48,7 +48,8 @@ def fixed_text(path: str, settings: Settings) -> tuple[str, str]:
     source = files.read_source(path, path)
     select, ignore = engine_selection(settings.select, settings.ignore)
     try:
-        result = fix_source(source.text, path, select=select, ignore=ignore, unsafe_fixes=settings.unsafe_fixes)
+        result = fix_source(source.text, path, select=select, ignore=ignore, unsafe_fixes=settings.unsafe_fixes,
+                            level=settings.fix_level)
     except SourceSyntaxError as error:
         raise VerifyUsageError(f"{path}:{error.line}:{error.col}: syntax error: {error.message}") from None
     return source.text, result.source

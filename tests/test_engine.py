@@ -567,3 +567,32 @@ def test_loop_that_rebinds_before_the_write_carries_nothing_over():
             return y
     """)
     assert [f.level.value for f in check_source(carried)] == ["error"]
+
+
+@pytest.mark.parametrize(
+    "module,expected",
+    [
+        ("nn.ELU(inplace=True)", "error"),  # measured: in place, elu's backward needs its output
+        ("nn.ELU()", None),  # out of place it needs its input only
+        ("nn.LeakyReLU(0.1, True)", "error"),  # inplace given by position
+        ("nn.Softplus()", None),  # measured: needs its input, not its output
+        ("nn.Sigmoid()", "error"),
+        ("nn.Identity()", "warning"),  # returns its input itself: the input's producer decides
+        ("nn.Dropout(0.1)", "warning"),  # in eval mode, the input itself
+    ],
+)
+def test_module_outputs_follow_the_measured_module_table(module, expected):
+    text = src(f"""
+        import torch
+        from torch import nn
+        class Net(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.layer = {module}
+            def forward(self, x):
+                h = self.layer(x + 1)
+                h += 1
+                return h
+    """)
+    found = check_source(text)
+    assert [f.level.value for f in found] == ([expected] if expected else [])

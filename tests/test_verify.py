@@ -309,6 +309,26 @@ def test_cli_verify_script_json_and_exit_codes(tmp_path):
         assert cuda.returncode == 2 and "CUDA is not available" in cuda.stderr
 
 
+def test_cli_verify_level_warning_verifies_the_fix_of_a_warning(tmp_path):
+    # `h` is a parameter: gradfix cannot see its producer (sigmoid), so the finding is a warning.
+    write(tmp_path, "prog.py", """
+        import torch
+
+        def scale(h):
+            h.mul_(2)
+            return h
+
+        torch.manual_seed(0)
+        x = torch.randn(4, requires_grad=True)
+        scale(torch.sigmoid(x)).sum().backward()
+    """)
+    errors_only = gradfix("verify", "prog.py", "--unsafe-fixes", "--device", "cpu", cwd=tmp_path)
+    assert errors_only.returncode == 1 and "no fix applies" in errors_only.stdout
+    warnings_too = gradfix("verify", "prog.py", "--unsafe-fixes", "--level", "warning", "--device", "cpu", cwd=tmp_path)
+    assert warnings_too.returncode == 0, warnings_too.stdout + warnings_too.stderr
+    assert "verified" in warnings_too.stdout
+
+
 def test_cli_verify_run_serves_fixed_library_through_an_import_hook(tmp_path):
     package = tmp_path / "lib"
     package.mkdir()
