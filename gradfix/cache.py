@@ -28,7 +28,7 @@ import os
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from . import __version__
 from .codemods import Finding, FixSafety, GradContext, Level
@@ -158,12 +158,15 @@ class Cache:
         digest.update(data)
         return digest.hexdigest()
 
-    def lookup(self, display: str, data: bytes) -> Optional[CachedOutcome]:
-        """The stored outcome for exactly these bytes, or None (missing, stale or unreadable entry)."""
+    def lookup(self, display: str, read: Callable[[], bytes]) -> Optional[CachedOutcome]:
+        """The stored outcome for exactly the bytes ``read()`` gives, or None (missing, stale or unreadable entry).
+
+        ``read`` is called only when there is an entry (a cold run reads no file twice).
+        """
         try:
             with open(self._slot(display), "rb") as handle:
                 entry = json.loads(handle.read())
-            if entry["content"] != self._content_hash(data) or entry["path"] != display:
+            if entry["path"] != display or entry["content"] != self._content_hash(read()):
                 return None
             findings = [_finding_from_json(item) for item in entry["findings"]]
             errors = [str(message) for message in entry["errors"]]

@@ -141,10 +141,9 @@ def _size(path: str) -> int:
 
 def _from_cache(path: str, display: str, cache: Cache) -> Optional[FileOutcome]:
     try:
-        data = files.read_bytes(path, display, files.MAX_FILE_BYTES)
+        hit = cache.lookup(display, lambda: files.read_bytes(path, display, files.MAX_FILE_BYTES))
     except files.FileError:
         return None  # analysed normally, which reports the problem
-    hit = cache.lookup(display, data)
     if hit is None:
         return None
     return FileOutcome(path, display, findings=hit.findings, errors=hit.errors, cached=True)
