@@ -12,9 +12,14 @@ and measures wall time from sending a message to receiving what it waits for:
 * code actions: `textDocument/codeAction` on a diagnostic until the response
   (edits resolved lazily, as VS Code and Neovim ask), then `codeAction/resolve`
   of the quick fix, right away and 300 ms later (a person choosing from the
-  menu: the server computes the fix in its worker process meanwhile), and the
-  same request from a client without resolve support (edits computed at
-  once); fix-all for reference.
+  menu). Each time on a new version of the text: after an edit elsewhere (a
+  comment at the top: the server has the fix computed ahead) and after an edit
+  in the finding's own function (the fix is computed after the lint of that
+  version, in a worker process);
+* the same request from a client without resolve support (edits at once);
+* `source.fixAll.gradfix` (request and resolve, as `codeActionsOnSave` does)
+  after an edit in one function, and right after opening the file, before
+  anything has been computed ahead.
 
 Targets (issue 5): diagnostics at most 150 ms, code actions at most 50 ms.
 The first diagnostics after opening the file are the engine's whole-file lint
@@ -190,6 +195,15 @@ def action_params(uri: str, diagnostic: types.Diagnostic, only=None) -> types.Co
     )
 
 
+async def fix_all_latency(client: Client, uri: str, diagnostic: types.Diagnostic) -> float:
+    started = time.perf_counter()
+    actions = await client.text_document_code_action_async(action_params(uri, diagnostic, only=["source.fixAll"]))
+    resolved = await client.code_action_resolve_async(actions[0])
+    if resolved.edit is None or not resolved.edit.changes:
+        raise RuntimeError("fix-all returned no edits")
+    return time.perf_counter() - started
+
+
 def row(name: str, values: list[float], target: Optional[float]) -> str:
     values = sorted(values)
     median = statistics.median(values)
@@ -198,7 +212,7 @@ def row(name: str, values: list[float], target: Optional[float]) -> str:
     if target is not None:
         verdict = "meets" if median <= target else f"misses by {median / target:.1f}x"
         verdict = f"target {target * 1000:.0f} ms: {verdict}"
-    return f"{name:<58} median {median * 1000:8.1f} ms   max {worst * 1000:8.1f} ms   n={len(values):<3} {verdict}"
+    return f"{name:<64} median {median * 1000:8.1f} ms   max {worst * 1000:8.1f} ms   n={len(values):<3} {verdict}"
 
 
 async def run(lines: int, edits: int, quick: bool) -> int:
@@ -228,29 +242,47 @@ async def run(lines: int, edits: int, quick: bool) -> int:
             report.append(row("diagnostics after a change (typing, whole-file lint running)", typing, DIAGNOSTICS_TARGET))
             await asyncio.sleep(settle)
 
-            diagnostics = client.last[uri]
-            middle = [d for d in diagnostics if d.range.start.line > total_lines // 2]
-            diagnostic = (middle or diagnostics)[0]
-            request, resolve, chosen = [], [], []
-            for k in range(edits):
-                # a new version each time, so nothing computed for an earlier request is reused
+            # Code actions on a finding in the second half, each time on a new version of the text:
+            # after an edit elsewhere (a comment added at the top), and after an edit in the
+            # finding's own definition (its fix has to be computed again).
+            lines = source.splitlines(keepends=True)
+            elsewhere: dict[str, list[float]] = {"request": [], "now": [], "later": []}
+            own: dict[str, list[float]] = {"request": [], "now": [], "later": []}
+            for k in range(2 * edits):
+                same_definition = k % 2 == 1
+                diagnostic = next(d for d in client.last[uri] if d.range.start.line > total_lines // 2)
+                if same_definition:
+                    # a statement at the top of the body of the function holding the finding
+                    at = diagnostic.range.start.line
+                    while not lines[at].lstrip().startswith("def "):
+                        at -= 1
+                    at += 1
+                    indent = lines[at][: len(lines[at]) - len(lines[at].lstrip())]
+                    added = f"{indent}pad{k} = {k}\n"
+                else:
+                    at, added = 0, f"# pass {k}\n"
+                lines.insert(at, added)
                 version += 1
-                client.text_document_did_change(insert_at(uri, version, 0, f"# pass {k}\n"))
+                client.text_document_did_change(insert_at(uri, version, at, added))
                 await client.wait_version(uri, version)
+                figures = own if same_definition else elsewhere
                 diagnostic = next(d for d in client.last[uri] if d.range.start.line > total_lines // 2)
                 elapsed, actions = await timed(client.text_document_code_action_async(action_params(uri, diagnostic)))
-                request.append(elapsed)
+                figures["request"].append(elapsed)
                 fix = next(a for a in actions if a.kind == "quickfix" and a.edit is None)
-                if k % 2:
+                if (k // 2) % 2:
                     await asyncio.sleep(0.3)  # a person reading the menu
                     elapsed, _ = await timed(client.code_action_resolve_async(fix))
-                    chosen.append(elapsed)
+                    figures["later"].append(elapsed)
                 else:
                     elapsed, _ = await timed(client.code_action_resolve_async(fix))
-                    resolve.append(elapsed)
-            report.append(row("codeAction request (edits resolved lazily)", request, ACTION_TARGET))
-            report.append(row("codeAction/resolve of the quick fix, at once", resolve, ACTION_TARGET))
-            report.append(row("codeAction/resolve of the quick fix, 300 ms later", chosen, ACTION_TARGET))
+                    figures["now"].append(elapsed)
+                await asyncio.sleep(0.5 if quick else 1.0)  # the exact lint of this version, before the next
+            report.append(row("codeAction request (edits resolved lazily)", elsewhere["request"] + own["request"], ACTION_TARGET))
+            report.append(row("codeAction/resolve at once, after an edit elsewhere", elsewhere["now"], ACTION_TARGET))
+            report.append(row("codeAction/resolve 300 ms later, after an edit elsewhere", elsewhere["later"], ACTION_TARGET))
+            report.append(row("codeAction/resolve at once, after an edit in its definition", own["now"], ACTION_TARGET))
+            report.append(row("codeAction/resolve 300 ms later, after an edit in its definition", own["later"], ACTION_TARGET))
             # For reference: a short file (always linted whole).
             small = Path(folder) / "small.py"
             small_source = make_source(20)
@@ -263,14 +295,32 @@ async def run(lines: int, edits: int, quick: bool) -> int:
             await client.wait_version(small_uri, 1)
             short, _ = await edit_latencies(client, small_uri, small_source, 1, max(2, edits // 2), 0.1)
             report.append(row(f"diagnostics after a change, {small_source.count(chr(10))}-line file", short, DIAGNOSTICS_TARGET))
-            if not quick:
-                elapsed, actions = await timed(
-                    client.text_document_code_action_async(action_params(uri, diagnostic, only=["source.fixAll"]))
-                )
-                elapsed_resolve, _ = await timed(client.code_action_resolve_async(actions[0]))
-                report.append(row("source.fixAll.gradfix: request + resolve (whole file)", [elapsed + elapsed_resolve], None))
+            # Fix-all after an edit in one definition (as codeActionsOnSave asks on save).
+            warm = []
+            for k in range(3 if quick else max(3, edits // 2)):
+                helper = next(n for n, text in enumerate(lines) if text.startswith(f"def helper{k * 5 + 1}("))
+                lines.insert(helper + 1, f"    pad = {k}\n")
+                version += 1
+                client.text_document_did_change(insert_at(uri, version, helper + 1, f"    pad = {k}\n"))
+                await client.wait_version(uri, version)
+                warm.append(await fix_all_latency(client, uri, client.last[uri][0]))
+                await asyncio.sleep(0.5 if quick else 1.0)
+            report.append(row("source.fixAll.gradfix request + resolve, after an edit", warm, None))
         finally:
             await stop(client)
+
+        if not quick:
+            # Fix-all as soon as the first diagnostics are there: nothing computed ahead yet.
+            client = await start(lazy=True)
+            try:
+                client.text_document_did_open(
+                    types.DidOpenTextDocumentParams(types.TextDocumentItem(uri=uri, language_id="python", version=1, text=source))
+                )
+                await client.wait_version(uri, 1)
+                cold = await fix_all_latency(client, uri, client.last[uri][0])
+                report.append(row("source.fixAll.gradfix request + resolve, right after opening", [cold], None))
+            finally:
+                await stop(client)
 
         client = await start(lazy=False)
         try:

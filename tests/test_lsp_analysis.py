@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
+import random
 from pathlib import Path
 
 import pytest
 
 from gradfix.codemods import FixSafety, Level, check_source, fix_source
-import random
-
+from gradfix.lsp import analysis
 from gradfix.lsp.analysis import exact_lint, fast_lint, fix_all, focused_single_fix, layout, relayout, single_fix
 from gradfix.lsp.settings import LintSettings
-from gradfix.lsp.text import apply_edits
+from gradfix.lsp.text import Edit, apply_edits
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = sorted(p for p in (ROOT / "fixtures").glob("GF*/*.py") if not p.name.endswith(".fixed.py"))
@@ -89,7 +90,7 @@ def _fix_alone_by_hand(source, path, target, findings):
         if other == target or not _fixable(other, unsafe) or other.line == target.line:
             continue
         codes = sorted({f.code for f in findings if f.line == other.line})
-        added[other.line] = f"  # noqa: {', '.join(codes)}, ZZ{other.line}"
+        added[other.line] = f"  # noqa: {', '.join(codes)}, ZZ{other.line:06d}"
     for line, comment in added.items():
         body = lines[line - 1].rstrip("\r\n")
         lines[line - 1] = body + comment + lines[line - 1][len(body):]
@@ -263,3 +264,209 @@ def test_relayout_equals_a_whole_parse():
             assert (got.statements, got.chunks, got.prelude) == (expected.statements, expected.chunks, expected.prelude)
         text, found = new, expected
     assert reparsed < 100
+
+
+# --- fixes on one definition at a time ---------------------------------------------------------
+
+
+def long_model(copies: int, header: str = "#!/usr/bin/env python\n# a long module\n\n") -> str:
+    """A long module: fixes that each need the same import, two fixes on one line, unsafe and
+    warning-level findings, module-level statements between the definitions."""
+    parts = [header + '"""Generated."""\nfrom torch import nn, zeros\nimport math\n\n# settings\nSCALE = 2\n']
+    for i in range(copies):
+        parts.append(f'''
+
+def reset{i}(w):
+    h = zeros(3, requires_grad=True).sigmoid()
+    h.zero_()
+    return h * w
+
+
+class Gate{i}(nn.Module):
+    def __init__(self, size):
+        super().__init__()
+        self.proj = nn.Linear(size, size)
+
+    def forward(self, x):
+        g = self.proj(x).sigmoid()
+        g.mul_(2)
+        g[:, 0] += 1
+        return g
+
+
+def squash{i}(x):
+    t = zeros(3, requires_grad=True).tanh()
+    t += 1; t *= 2  # two on one line
+    return t
+
+
+def add_bias{i}(h, bias):
+    h += bias
+    return h
+
+
+LIMIT_{i} = math.sqrt({i + 1})
+''')
+    return "".join(parts)
+
+
+def combined_fixtures() -> str:
+    """The definitions of every fixture in one module (renamed apart), their imports first."""
+    import ast
+    import re
+
+    imports: list[str] = []
+    bodies: list[str] = []
+    for k, path in enumerate(FIXTURES):
+        source = path.read_text(encoding="utf-8")
+        tree = ast.parse(source)
+        definitions = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
+        names = [node.name for node in tree.body if isinstance(node, definitions)]
+        lines = source.splitlines(keepends=True)
+        for node in tree.body:
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                segment = ast.get_source_segment(source, node)
+                if segment not in imports and getattr(node, "module", None) != "__future__":
+                    imports.append(segment)
+            elif isinstance(node, definitions):
+                start = min([node.lineno] + [d.lineno for d in node.decorator_list]) - 1
+                text = "".join(lines[start : node.end_lineno])
+                for name in names:
+                    text = re.sub(rf"\b{name}\b", f"{name}_{k}", text)
+                bodies.append(text)
+        bodies.append(f"SCALE_{k} = {k}.5\n")
+    return "\n".join(imports) + "\n\n\n" + "\n\n".join(bodies)
+
+
+FIX_SETTINGS = [DEFAULT, LintSettings(unsafe_fixes=True), LintSettings(unsafe_fixes=True, fix_level="warning")]
+
+
+def _expected_fix_all(source: str, settings: LintSettings) -> str:
+    return fix_source(
+        source, "m.py", unsafe_fixes=settings.unsafe_fixes, level=Level(settings.fix_level)
+    ).source
+
+
+@pytest.mark.parametrize("path", FIXTURES, ids=lambda p: f"{p.parent.name}/{p.stem}")
+def test_fix_all_by_focus_is_gradfix_fix_on_the_fixtures(path):
+    source = path.read_text(encoding="utf-8")
+    findings = check_source(source, "m.py")
+    for settings in FIX_SETTINGS:
+        edits = analysis.fix_all_by_focus(source, "m.py", settings, findings, layout(source))
+        if edits is not None:  # None: module-level findings or one definition: the whole buffer is fixed
+            assert apply_edits(source, edits) == _expected_fix_all(source, settings)
+
+
+@pytest.mark.parametrize(
+    "name", ["long model", "long model, CRLF", "long model, no header", "every fixture's definitions"]
+)
+def test_fix_all_by_focus_is_gradfix_fix_on_long_files(name):
+    source = {
+        "long model": lambda: long_model(4),
+        "long model, CRLF": lambda: long_model(2).replace("\n", "\r\n"),
+        "long model, no header": lambda: long_model(2, header=""),
+        "every fixture's definitions": combined_fixtures,
+    }[name]()
+    findings = check_source(source, "m.py")
+    found = layout(source)
+    for settings in FIX_SETTINGS:
+        plan = analysis.fix_all_plan(findings, found, settings)
+        assert plan is not None and len(plan) >= 2
+        edits = analysis.fix_all_by_focus(source, "m.py", settings, findings, found)
+        assert edits is not None  # each definition alone reads as in the buffer
+        assert apply_edits(source, edits) == _expected_fix_all(source, settings)
+    if name == "long model":  # three definitions add `import torch`: once
+        assert apply_edits(source, edits).count("import torch\n") == 1
+
+
+def test_quick_fixes_on_a_focus_are_the_whole_buffer_fixes():
+    source = long_model(2)
+    findings = check_source(source, "m.py")
+    found = layout(source)
+    checked = 0
+    for finding in findings:
+        focus = analysis.focus_for(found, finding, findings)
+        if focus is None:
+            continue
+        local = focus.local_of(finding)
+        result = analysis.focus_fixes(focus.text, "m.py", focus.local, DEFAULT, targets=[local])
+        assert result.verified
+        fix = result.quick[analysis.fix_identity(local)]
+        whole = single_fix(source, "m.py", finding, findings, DEFAULT)
+        if whole is None:
+            assert fix is None
+            continue
+        assert fix is not None
+        edits = focus.to_buffer(fix.edits, found)
+        assert edits is not None
+        assert apply_edits(source, edits) == apply_edits(source, whole.edits)
+        assert fix.companions == whole.companions
+        checked += 1
+    assert checked >= 8
+
+
+def test_a_focus_that_reads_differently_is_refused():
+    source = long_model(2)
+    findings = check_source(source, "m.py")
+    found = layout(source)
+    target = next(f for f in findings if f.code == "GF102")
+    focus = analysis.focus_for(found, target, findings)
+    wrong = tuple(dataclasses.replace(f, fix_safety=FixSafety.UNSAFE) for f in focus.local)
+    result = analysis.focus_fixes(focus.text, "m.py", wrong, DEFAULT, targets=list(wrong), want_fix_all=True)
+    assert not result.verified and result.quick == {} and result.fix_all is None
+
+
+def test_fix_all_share_taken_from_the_quick_fix_equals_its_own_run(monkeypatch):
+    source = long_model(3)
+    findings = check_source(source, "m.py")
+    found = layout(source)
+    runs = []
+    real = analysis.fix_source
+    monkeypatch.setattr(analysis, "fix_source", lambda *a, **k: runs.append(1) or real(*a, **k))
+    reused = 0
+    for settings in FIX_SETTINGS:
+        for focus in analysis.fix_all_plan(findings, found, settings):
+            targets = [f for f in focus.local if f.fixable]
+            runs.clear()
+            together = analysis.focus_fixes(focus.text, "m.py", focus.local, settings, targets, want_fix_all=True)
+            if len(runs) == len(targets):  # no run of its own: the quick fix's run was the fix-all's
+                reused += 1
+            alone = analysis.focus_fixes(focus.text, "m.py", focus.local, settings, (), want_fix_all=True)
+            assert together.fix_all == alone.fix_all
+    assert reused >= 6
+
+
+def test_a_focus_and_its_key_do_not_change_with_edits_elsewhere():
+    source = long_model(3)
+    findings = check_source(source, "m.py")
+    target = next(f for f in findings if f.code == "GF102" and f.line > 40)
+    before = analysis.focus_for(layout(source), target, findings)
+    key = before.key("m.py", DEFAULT)
+    elsewhere = [
+        source.replace("def squash0(x):\n", "def squash0(x):\n    pad = 1\n"),  # another definition, above
+        "# a new first line\n" + source,  # before the first statement
+        source.replace("def add_bias0(", "def added(z):\n    return z\n\n\ndef add_bias0("),  # a definition added
+    ]
+    for text in elsewhere:
+        now = check_source(text, "m.py")
+        shifted = next(f for f in now if f.message == target.message and f.code == "GF102" and f.line >= target.line)
+        found = layout(text)
+        focus = analysis.focus_for(found, shifted, now)
+        assert focus.key("m.py", DEFAULT) == key
+        # a fix computed before the edit, mapped to the text after it, is the fix of that text
+        result = analysis.focus_fixes(before.text, "m.py", before.local, DEFAULT, targets=[before.local_of(target)])
+        fix = result.quick[analysis.fix_identity(before.local_of(target))]
+        edits = focus.to_buffer(fix.edits, found)
+        assert apply_edits(text, edits) == apply_edits(text, single_fix(text, "m.py", shifted, now, DEFAULT).edits)
+    prelude_changed = source.replace("import math\n", "import math\nimport os\n")
+    now = check_source(prelude_changed, "m.py")
+    shifted = next(f for f in now if f.message == target.message and f.line >= target.line)
+    assert analysis.focus_for(layout(prelude_changed), shifted, now).key("m.py", DEFAULT) != key
+
+
+def test_merged_edits_keep_one_of_each_and_refuse_clashes():
+    add = Edit(10, 10, "import torch\n")
+    assert analysis.merge_edits([[add, Edit(50, 55, "x")], [add, Edit(80, 81, "")]]) == [add, Edit(50, 55, "x"), Edit(80, 81, "")]
+    assert analysis.merge_edits([[Edit(10, 10, "import torch\n")], [Edit(10, 10, "import math\n")]]) is None
+    assert analysis.merge_edits([[Edit(10, 20, "a")], [Edit(15, 25, "b")]]) is None
+    assert analysis.merge_edits([]) == []

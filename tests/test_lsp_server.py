@@ -25,6 +25,7 @@ from pytest_lsp.client import DEFAULT_CLIENT_FEATURES, LanguageClient, register_
 
 from gradfix.codemods import FixSafety, Level, check_source, fix_source
 from test_lsp_analysis import _fix_alone_by_hand as fix_alone_by_hand
+from test_lsp_analysis import long_model
 
 pytestmark = pytest.mark.asyncio
 
@@ -612,3 +613,48 @@ async def test_a_very_large_buffer_holds_up_nothing(tmp_path):
         huge_uri = open_doc(client, tmp_path / "huge.py", huge)
         assert list(await diagnostics_for(client, huge_uri, 1)) == []
         await _until(lambda: any("not linted" in m.message for m in client.messages))
+
+
+@pytest.mark.parametrize("lazy", [True, False], ids=["resolve", "edits at once"])
+async def test_long_buffer_fixes_one_definition_at_a_time(tmp_path, lazy):
+    """In a long buffer quick fixes and fix-all are computed per definition (ahead, and kept across
+    edits elsewhere); applied to the text, they are what the engine makes of the whole text."""
+    text = long_model(5)
+    path = tmp_path / "long.py"
+    init = {"unsafeFixes": True, "fixLevel": "warning"}
+    async with session(tmp_path, init=init, lazy=lazy) as client:
+        uri = open_doc(client, path, text)
+        await diagnostics_for(client, uri, 1)
+        versions = [
+            text,
+            text.replace("def squash3(x):\n", "def squash3(x):\n    pad = 1\n"),  # an edit in one definition
+            "# a comment on top\n" + text.replace("def squash3(x):\n", "def squash3(x):\n    pad = 1\n"),
+        ]
+        for version, current in enumerate(versions, start=1):
+            if version > 1:
+                change_doc(client, uri, current, version)
+            diagnostics = await diagnostics_for(client, uri, version)
+            findings = check_source(current, str(path))
+            assert [d.message for d in diagnostics] == [f.message for f in findings]
+
+            (fix_all,) = await code_actions(client, uri, diagnostics[0].range, only=["source.fixAll"])
+            expected = fix_source(current, str(path), unsafe_fixes=True, level=Level.WARNING).source
+            assert apply(current, await edit_of(client, fix_all), uri) == expected
+            assert expected.count("import torch\n") == 1
+
+            # quick fixes: in the edited definition, and in others (one of them unsafe, one with a companion)
+            for name in ("squash3", "reset4", "add_bias1"):
+                start = current.splitlines().index(next(l for l in current.splitlines() if name + "(" in l))
+                finding = next(f for f in findings if f.line > start + 1 and f.fixable)
+                diagnostic = diagnostics[findings.index(finding)]
+                actions = await code_actions(client, uri, diagnostic.range, diagnostics=[diagnostic])
+                (action,) = [
+                    a for a in actions
+                    if a.kind == "quickfix" and not a.title.startswith("Disable")
+                    and as_tuple(a.diagnostics[0].range) == as_tuple(diagnostic.range)
+                ]
+                fixed = apply(current, await edit_of(client, action), uri)
+                if "more" in action.title:  # fixed with the other finding of its rule on its line
+                    assert fixed.count("t = t + 1; t = t * 2") == 1
+                else:
+                    assert fixed == fix_alone_by_hand(current, str(path), finding, findings)

@@ -18,6 +18,15 @@ One finding's fix (:func:`single_fix`) is what ``fix_source`` makes of the
 buffer when that finding is the only one: every other finding that the same
 run would fix is silenced with a temporary ``# noqa`` comment, the fix runs to
 its fixed point, and the temporary comments are removed again.
+
+In a long buffer both kinds of fix are computed on a :class:`Focus`: one
+top-level definition with the module-level statements, which the engine reads
+in tens of milliseconds instead of seconds. A focus is used only when the
+engine reports there exactly the findings the buffer has on those lines, and
+its edits are mapped back to the buffer (:func:`focus_fixes`,
+:func:`fix_all_by_focus`). What a focus yields depends only on its text, so
+the server keeps the results by that text: an edit in one definition leaves
+the fixes of every other definition valid.
 """
 
 from __future__ import annotations
@@ -29,7 +38,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
-from ..codemods import Finding, FixSafety, Level, SourceSyntaxError, check_source, fix_source
+from ..codemods import Finding, FixResult, FixSafety, Level, SourceSyntaxError, check_source, fix_source
 from .noqa import CommentSites
 from .settings import LintSettings
 from .text import Edit, apply_edits, minimal_edits, split_lines
@@ -55,6 +64,17 @@ class Layout:
     chunks: list[Chunk]
     prelude: list[int]  # 0-based lines of module-level statements (not in any chunk)
     statements: list[tuple[int, int]]  # every top-level statement, 0-based [start, end), in order
+    _starts: Optional[list[int]] = field(default=None, repr=False, compare=False)
+
+    @property
+    def starts(self) -> list[int]:
+        """Offset of each line, and the length of the text at the end."""
+        if self._starts is None:
+            starts = [0]
+            for line in self.lines:
+                starts.append(starts[-1] + len(line))
+            self._starts = starts
+        return self._starts
 
     @property
     def prelude_text(self) -> str:
@@ -199,6 +219,8 @@ class LintOutcome:
     # (prelude text, chunk text) -> findings with lines relative to the chunk's first line
     cache: dict[tuple[str, str], tuple[Finding, ...]] = field(default_factory=dict)
     linted_lines: int = 0  # how many lines the engine parsed
+    # first lines of the definitions a fast lint re-linted (their findings are the engine's on them)
+    dirty: tuple[int, ...] = ()
 
 
 def _shift(finding: Finding, delta: int) -> Finding:
@@ -253,25 +275,30 @@ def exact_lint(version: int, text: str, path: str, settings: LintSettings) -> Li
     return outcome
 
 
-def _focused(found: Layout, chunks: Sequence[Chunk], gaps: bool = False) -> tuple[str, list[int]]:
+def _focused(found: Layout, chunks: Sequence[Chunk], gaps: bool = False, leading: bool = True) -> tuple[str, list[int]]:
     """The module-level statements and ``chunks``, in order; and focused line -> buffer line (0-based).
 
     Blank and comment lines cost the engine time and change no finding, so they are
     left out; with ``gaps`` those that follow a kept statement stay (libcst places an
-    added import, and the blank line after it, by them).
+    added import, and the blank line after it, by them), and with ``leading`` too
+    those before the first statement.
     """
-    keep = set(found.prelude)
-    for chunk in chunks:
-        keep.update(range(chunk.start, chunk.end))
-    if gaps:
-        covered = {i for start, end in found.statements for i in range(start, end)}
-        after_kept = True  # the lines before the first statement
-        for i in range(len(found.lines)):
-            if i in covered:
-                after_kept = i in keep
-            elif after_kept:
-                keep.add(i)
-    lines = sorted(keep)
+    wanted = {c.start for c in chunks}
+    definitions = {c.start for c in found.chunks}
+    statements = found.statements
+    total = len(found.lines)
+    lines: list[int] = []
+    if gaps and leading:
+        lines.extend(range(statements[0][0] if statements else total))
+    cursor = 0  # statements on one line (``a = 1; b = 2``) share it
+    for index, (start, end) in enumerate(statements):
+        if start in definitions and start not in wanted:
+            continue
+        stop = end
+        if gaps:
+            stop = max(end, statements[index + 1][0] if index + 1 < len(statements) else total)
+        lines.extend(range(max(start, cursor), stop))
+        cursor = max(cursor, stop)
     return "".join(found.lines[i] for i in lines), lines
 
 
@@ -327,7 +354,7 @@ def fast_lint(
     findings.sort(key=_sort_key)
     return LintOutcome(
         version, text, settings, findings=findings, exact=False, elapsed=time.perf_counter() - started,
-        layout=found, cache=cache, linted_lines=focused_lines,
+        layout=found, cache=cache, linted_lines=focused_lines, dirty=tuple(c.start for c in dirty),
     )
 
 
@@ -354,8 +381,11 @@ class SingleFix:
     companions: int = 0  # findings of the same rule on the same line, fixed together with this one
 
 
-def _isolated_text(text: str, path: str, target: Finding, findings: Sequence[Finding], settings: LintSettings) -> Optional[tuple[str, int]]:
-    """``text`` after fixing ``target`` as if it were the only finding, and the number of companions."""
+def _isolated_text(
+    text: str, path: str, target: Finding, findings: Sequence[Finding], settings: LintSettings
+) -> Optional[tuple[str, int, FixResult]]:
+    """``text`` after fixing ``target`` as if it were the only finding, the number of companions,
+    and the engine's result (of the text with the temporary comments)."""
     unsafe = settings.unsafe_fixes or target.fix_safety is FixSafety.UNSAFE
     silence: dict[int, list[str]] = {}
     companions = 0
@@ -393,7 +423,7 @@ def _isolated_text(text: str, path: str, target: Finding, findings: Sequence[Fin
         fixed = fixed.replace(inserted, "", 1)
     if _MARKER in fixed:
         return None
-    return fixed, companions
+    return fixed, companions, result
 
 
 def single_fix(
@@ -497,9 +527,7 @@ def _map_edits(edits: list[Edit], focused_text: str, lines: list[int], found: La
     focused_starts = [0]
     for i in lines:
         focused_starts.append(focused_starts[-1] + len(found.lines[i]))
-    buffer_starts = [0]
-    for line in found.lines:
-        buffer_starts.append(buffer_starts[-1] + len(line))
+    buffer_starts = found.starts
 
     def to_buffer(offset: int, after_previous: bool) -> int:
         row = bisect.bisect_right(focused_starts, offset) - 1
@@ -509,15 +537,24 @@ def _map_edits(edits: list[Edit], focused_text: str, lines: list[int], found: La
             return buffer_starts[lines[row - 1] + 1]
         return buffer_starts[lines[row]] + offset - focused_starts[row]
 
-    buffer_text = "".join(found.lines)
     mapped = []
     for edit in edits:
         start = to_buffer(edit.start, after_previous=edit.start == edit.end)
         end = to_buffer(edit.end, after_previous=True)
-        if buffer_text[start:end] != focused_text[edit.start : edit.end]:
+        if _buffer_slice(found, start, end) != focused_text[edit.start : edit.end]:
             return None
         mapped.append(Edit(start, end, edit.new_text))
     return mapped
+
+
+def _buffer_slice(found: Layout, start: int, end: int) -> str:
+    """``text[start:end]`` of the layout's text, joining only the lines it spans."""
+    if end <= start:
+        return ""
+    first = bisect.bisect_right(found.starts, start) - 1
+    last = bisect.bisect_left(found.starts, end)
+    offset = found.starts[first]
+    return "".join(found.lines[first:last])[start - offset : end - offset]
 
 
 def fix_all(text: str, path: str, settings: LintSettings) -> list[Edit]:
@@ -528,3 +565,210 @@ def fix_all(text: str, path: str, settings: LintSettings) -> list[Edit]:
         level=Level(settings.fix_level),
     )
     return minimal_edits(text, result.source)
+
+
+# --- fixes on one definition at a time ---------------------------------------------------------
+
+
+def fix_identity(finding: Finding) -> tuple:
+    """What decides a finding's fix: where it is, its rule, its fix and its level."""
+    return (*_identity(finding), str(getattr(finding, "level", None)))
+
+
+@dataclass(frozen=True)
+class Focus:
+    """One top-level definition with the module-level statements, as the engine sees them alone.
+
+    ``text`` holds those lines of the buffer in order, with the blank and comment
+    lines that follow a module-level statement (libcst places an added import by
+    them); the lines before the first statement are left out, so that what the
+    engine sees, and the key of what it makes of it, does not change with them.
+    """
+
+    text: str
+    lines: tuple[int, ...]  # focused line -> buffer line (0-based)
+    chunk: Chunk
+    kept: tuple[Finding, ...]  # the buffer's findings on those lines
+    local: tuple[Finding, ...]  # the same findings, numbered as in ``text``
+
+    def key(self, path: str, settings: LintSettings) -> tuple:
+        """Everything a fix computed on this focus depends on."""
+        return (path, settings, self.text, tuple(fix_identity(f) for f in self.local))
+
+    def local_of(self, finding: Finding) -> Optional[Finding]:
+        """``finding`` (of the buffer) as numbered in the focus."""
+        try:
+            return self.local[self.kept.index(finding)]
+        except ValueError:
+            return None
+
+    def to_buffer(self, edits: Sequence[Edit], found: Layout) -> Optional[list[Edit]]:
+        return _map_edits(list(edits), self.text, list(self.lines), found)
+
+
+def focus_of(found: Layout, chunk: Chunk, findings: Sequence[Finding]) -> Focus:
+    text, lines = _focused(found, [chunk], gaps=True, leading=False)
+    back = {buffer_line: i for i, buffer_line in enumerate(lines)}
+    kept = tuple(f for f in findings if f.line - 1 in back and f.end_line - 1 in back)
+    local = tuple(dataclasses.replace(f, line=back[f.line - 1] + 1, end_line=back[f.end_line - 1] + 1) for f in kept)
+    return Focus(text, tuple(lines), chunk, kept, local)
+
+
+def focus_for(found: Optional[Layout], finding: Finding, findings: Sequence[Finding]) -> Optional[Focus]:
+    """The focus of the definition holding ``finding``; None when it is not in one (or there is only one)."""
+    if found is None or len(found.chunks) < 2:
+        return None
+    chunk = found.chunk_at(finding.line - 1)
+    if chunk is None or found.chunk_at(finding.end_line - 1) is not chunk:
+        return None
+    return focus_of(found, chunk, findings)
+
+
+@dataclass(frozen=True)
+class FocusedFix:
+    """A fix as edits of a focus's text."""
+
+    edits: tuple[Edit, ...]
+    companions: int = 0
+
+
+@dataclass
+class FocusFixes:
+    """What :func:`focus_fixes` computed on one focus; edits are of the focus's text.
+
+    ``verified`` False: the engine reads the focus differently from the buffer, and
+    nothing else was computed (the whole buffer is needed).
+    """
+
+    verified: bool
+    quick: dict[tuple, Optional[FocusedFix]] = field(default_factory=dict)  # by fix_identity; None: no fix
+    fix_all_done: bool = False
+    fix_all: Optional[tuple[Edit, ...]] = None  # None (when done): the focus cannot stand for the buffer
+
+
+def focus_fixes(
+    text: str,
+    path: str,
+    local: Sequence[Finding],
+    settings: LintSettings,
+    targets: Sequence[Finding] = (),
+    want_fix_all: bool = False,
+    verified: bool = False,
+) -> FocusFixes:
+    """The quick fixes of ``targets`` and, with ``want_fix_all``, the fix-all, on a focus's text.
+
+    ``local``: the buffer's findings on the focus, numbered as in ``text``;
+    ``verified``: the caller knows the engine reports exactly those there, so the
+    check is skipped. Takes only small arguments: it runs in a worker process.
+    """
+    if not verified:
+        try:
+            seen = check_source(text, path, select=settings.select, ignore=settings.ignore)
+        except Exception:
+            return FocusFixes(False)
+        if [fix_identity(f) for f in seen] != [fix_identity(f) for f in local]:
+            return FocusFixes(False)
+    outcome = FocusFixes(True)
+    for target in targets:
+        key = fix_identity(target)
+        isolated = None
+        if target.fix_safety is not FixSafety.DISPLAY_ONLY and target in local:
+            isolated = _isolated_text(text, path, target, local, settings)
+        if isolated is None or isolated[0] == text:
+            outcome.quick[key] = None
+            continue
+        fixed, companions, result = isolated
+        edits = tuple(minimal_edits(text, fixed))
+        outcome.quick[key] = FocusedFix(edits, companions)
+        if want_fix_all and not outcome.fix_all_done and _fix_all_is_the_quick_fix(target, local, settings, result):
+            outcome.fix_all_done, outcome.fix_all = True, edits
+    if want_fix_all and not outcome.fix_all_done:
+        outcome.fix_all_done = True
+        if any(fixed_by_run(f, settings.unsafe_fixes, settings.fix_level) for f in local):
+            try:
+                result = fix_source(
+                    text, path, select=settings.select, ignore=settings.ignore, unsafe_fixes=settings.unsafe_fixes,
+                    level=Level(settings.fix_level),
+                )
+            except Exception:
+                outcome.fix_all = None
+            else:
+                outcome.fix_all = tuple(minimal_edits(text, result.source))
+        else:
+            outcome.fix_all = ()
+    return outcome
+
+
+def _fix_all_is_the_quick_fix(target: Finding, local: Sequence[Finding], settings: LintSettings, result: FixResult) -> bool:
+    """Did the quick fix's engine run do exactly what the fix-all run would?
+
+    It did when ``target`` is the only finding that either run fixes (so no comment
+    was added and both first passes fix the same), and nothing the quick fix's run
+    could fix was left at its end (so its second pass had nothing to do; the
+    fix-all run, with fewer levels or safeties, has nothing either).
+    """
+    unsafe = settings.unsafe_fixes or target.fix_safety is FixSafety.UNSAFE
+    if [f for f in local if fixed_by_run(f, unsafe)] != [target]:
+        return False
+    if not fixed_by_run(target, settings.unsafe_fixes, settings.fix_level):
+        return False
+    return not any(fixed_by_run(f, unsafe) for f in result.remaining)
+
+
+def fix_all_targets(findings: Sequence[Finding], settings: LintSettings) -> list[Finding]:
+    return [f for f in findings if fixed_by_run(f, settings.unsafe_fixes, settings.fix_level)]
+
+
+def fix_all_plan(findings: Sequence[Finding], found: Optional[Layout], settings: LintSettings) -> Optional[list[Focus]]:
+    """The foci of the definitions holding a finding fix-all fixes.
+
+    None when one lies outside every definition (a module-level fix changes what
+    every definition reads: the whole buffer is needed).
+    """
+    if found is None or len(found.chunks) < 2:
+        return None
+    chunks: list[Chunk] = []
+    for finding in fix_all_targets(findings, settings):
+        chunk = found.chunk_at(finding.line - 1)
+        if chunk is None or found.chunk_at(finding.end_line - 1) is not chunk:
+            return None
+        if chunk not in chunks:
+            chunks.append(chunk)
+    return [focus_of(found, chunk, findings) for chunk in chunks]
+
+
+def merge_edits(parts: Sequence[Sequence[Edit]]) -> Optional[list[Edit]]:
+    """The edits of every part, the same edit once; None if two touch the same text.
+
+    Each definition's edits lie in that definition, but two may add the same import:
+    that is one edit. Two different edits at one place (two imports added by one
+    line) would need the engine's own order: None.
+    """
+    merged = sorted({edit for part in parts for edit in part}, key=lambda e: (e.start, e.end))
+    for before, after in zip(merged, merged[1:]):
+        if before.end > after.start:
+            return None
+        if before.end == after.start and (before.start == before.end or after.start == after.end):
+            return None
+    return merged
+
+
+def fix_all_by_focus(text: str, path: str, settings: LintSettings, findings: Sequence[Finding], found: Optional[Layout]) -> Optional[list[Edit]]:
+    """:func:`fix_all` computed one definition at a time; None when the whole buffer is needed.
+
+    ``findings``: the buffer's, as ``check_source`` gives them. The server does the
+    same with results it keeps; this is the plain version (and what the tests check).
+    """
+    plan = fix_all_plan(findings, found, settings)
+    if plan is None:
+        return None
+    parts = []
+    for focus in plan:
+        result = focus_fixes(focus.text, path, focus.local, settings, want_fix_all=True)
+        if not result.verified or result.fix_all is None:
+            return None
+        mapped = focus.to_buffer(result.fix_all, found)  # type: ignore[arg-type]
+        if mapped is None:
+            return None
+        parts.append(mapped)
+    return merge_edits(parts)

@@ -16,8 +16,16 @@ the thread that speaks the protocol:
 * the *full lane*, a worker process at low CPU priority (so it never holds this
   process's GIL): the exact whole-buffer lint that follows a fast one once
   typing pauses, fix-all, and whole-buffer quick fixes of long buffers;
-* the *fixes lane*, a second worker process: the quick fixes of the actions the
-  editor has just listed, computed while the user chooses.
+* the *fixes lane*, a second worker process: the fixes someone waits for (a
+  quick fix being resolved, fix-all), the quick fixes of the actions the editor
+  has just listed, and those of the definition just edited;
+* the *ahead lane*, a third worker process at low CPU priority: the quick fixes
+  and fix-all shares of every other definition of a long buffer, computed after
+  each lint, so that resolving a quick fix or fix-all on save is a look-up.
+
+In a long buffer, fixes are computed one definition at a time and kept by the
+text the engine saw (:mod:`gradfix.lsp.fixstore`): an edit leaves the fixes of
+the other definitions valid.
 
 A lint always takes the buffer's latest text: changes that arrive meanwhile
 are not queued, the next lint starts from the newest text. The server never
@@ -46,6 +54,7 @@ from pygls.uris import to_fs_path
 from .. import __version__
 from ..codemods import RULES_BY_CODE, Finding, FixSafety
 from . import analysis
+from .fixstore import DONE, FixStore, Job
 from .noqa import CommentSites
 from .settings import ClientOptions, DocumentSettings, parse_client_options, resolve, unknown_keys
 from .text import UTF8, UTF16, UTF32, Edit, TextIndex
@@ -231,7 +240,9 @@ class GradfixServer(LanguageServer):
         self._fast: Optional[Lane] = None
         self._full: Optional[Lane] = None
         self._fixes: Optional[Lane] = None
+        self._ahead: Optional[Lane] = None
         self._workers_started = False
+        self.store = FixStore()
 
     def report_server_error(self, error: Exception, source: Any) -> None:
         """Errors outside a request go to the log, not to pop-ups; unreadable JSON gets a parse error."""
@@ -265,12 +276,19 @@ class GradfixServer(LanguageServer):
             self._fixes = Lane("gradfix-fixes", Worker())
         return self._fixes
 
+    @property
+    def ahead(self) -> Lane:
+        """Fixes computed ahead for a long buffer: low CPU priority, never in the way of a lint or a request."""
+        if self._ahead is None:
+            self._ahead = Lane("gradfix-ahead", Worker(niceness=10))
+        return self._ahead
+
     def start_workers(self) -> None:
         """Start the worker processes before they are needed: their imports take a second."""
         if self._workers_started:
             return
         self._workers_started = True
-        for lane in (self.full, self.fixes):
+        for lane in (self.full, self.fixes, self.ahead):
             if lane.worker is not None:
                 threading.Thread(target=lane.worker.start, name="gradfix-worker-start", daemon=True).start()
 
@@ -410,6 +428,7 @@ class GradfixServer(LanguageServer):
         doc.waiters.clear()
         if not outcome.exact:
             self.schedule_exact(doc)
+        self.fixes_ahead(doc, outcome)
 
     def schedule_exact(self, doc: Document) -> None:
         if doc.exact_timer is not None:
@@ -561,6 +580,11 @@ class GradfixServer(LanguageServer):
         The worker does not share the server's GIL, so this costs the protocol and the
         fast lane nothing; a person takes longer to choose than the fix takes to compute.
         """
+        if doc.expensive and outcome.layout is not None:
+            focus = analysis.focus_for(outcome.layout, finding, outcome.findings)
+            if focus is not None:
+                self.focus_job(doc, outcome, focus, focus.local_of(finding))
+                return
         key = (outcome.version, *_finding_id(finding))
         if key in doc.prefetched:
             return
@@ -574,28 +598,155 @@ class GradfixServer(LanguageServer):
         doc.prefetched[key] = future
 
     async def resolved_fix(self, doc: Document, outcome: analysis.LintOutcome, finding: Finding) -> Optional[analysis.SingleFix]:
-        """A prefetched fix if it is ready, else computed now."""
-        future = doc.prefetched.get((outcome.version, *_finding_id(finding)))
-        if future is not None and not future.cancelled():
-            try:
-                return await asyncio.shield(future)  # computing it again here would only compete with it
-            except Exception:  # the worker failed: compute it here
-                pass
-        return await self.single_fix(doc, outcome, finding)
-
-    async def single_fix(self, doc: Document, outcome: analysis.LintOutcome, finding: Finding) -> Optional[analysis.SingleFix]:
+        """A fix computed ahead if there is one, else computed now."""
         text, path, settings = outcome.text, doc.engine_path, outcome.settings
         if doc.expensive and outcome.layout is not None:
-            fix = await self.fast.submit(
-                analysis.focused_single_fix, text, path, finding, outcome.findings, settings, outcome.layout
-            )
-            if fix is not None:
+            focused, fix = await self.focused_quick_fix(doc, outcome, finding)
+            if focused:
                 return fix
+        else:
+            future = doc.prefetched.get((outcome.version, *_finding_id(finding)))
+            if future is not None and not future.cancelled():
+                try:
+                    return await asyncio.shield(future)  # computing it again here would only compete with it
+                except Exception:  # the worker failed: compute it here
+                    pass
         known = outcome.findings if outcome.exact else None
         return await self.lane_for(doc).submit(analysis.single_fix, text, path, finding, known, settings)
 
     async def fix_all(self, doc: Document, outcome: analysis.LintOutcome) -> list[Edit]:
+        if doc.expensive:
+            edits = await self.fix_all_by_focus(doc, outcome)
+            if edits is not None:
+                return edits
         return await self.lane_for(doc).submit(analysis.fix_all, outcome.text, doc.engine_path, outcome.settings)
+
+    # -- fixes one definition at a time (long buffers) -----------------------------------------
+
+    def focus_job(
+        self,
+        doc: Document,
+        outcome: analysis.LintOutcome,
+        focus: analysis.Focus,
+        target: Optional[Finding] = None,
+        fix_all: bool = False,
+    ) -> None:
+        """Have ``target``'s quick fix (and the fix-all share) on ``focus`` computed by a lane
+        that is not behind the fixes computed ahead, unless it is known or on its way there."""
+        path, settings = doc.engine_path, outcome.settings
+        key = focus.key(path, settings)
+        ident = analysis.fix_identity(target) if target is not None else None
+        if self.store.known(key, ident, fix_all):
+            return
+        job = self.store.job(key, ident, fix_all, background=False)
+        if job is not None:
+            job.urgent = True
+            return
+        # A job for it may be queued in the ahead lane: whichever lane gets there first wins.
+        targets = [target] if target is not None else []
+        self._submit(self.fixes, key, focus, path, settings, targets, fix_all, True, bool(self.store.verified(key)))
+
+    def _submit(
+        self, lane: Lane, key: tuple, focus: analysis.Focus, path: str, settings: Any, targets: list[Finding],
+        fix_all: bool, urgent: bool, verified: bool,
+    ) -> Job:
+        future = lane.submit(analysis.focus_fixes, focus.text, path, list(focus.local), settings, targets, fix_all, verified)
+        future.add_done_callback(_log_failure)
+        identities = frozenset(analysis.fix_identity(t) for t in targets)
+        job = Job(key, identities, fix_all, urgent, lane is self._ahead, future)
+        self.store.add(job)
+        return job
+
+    async def focused_quick_fix(
+        self, doc: Document, outcome: analysis.LintOutcome, finding: Finding
+    ) -> tuple[bool, Optional[analysis.SingleFix]]:
+        """(True, the fix) when computed on ``finding``'s definition; (False, None): the whole buffer is needed."""
+        found = outcome.layout
+        focus = analysis.focus_for(found, finding, outcome.findings)
+        local = focus.local_of(finding) if focus is not None else None
+        if focus is None or local is None or found is None:
+            return False, None
+        key = focus.key(doc.engine_path, outcome.settings)
+        ident = analysis.fix_identity(local)
+        self.focus_job(doc, outcome, focus, local)
+        await self.store.settled(key, ident)
+        state, fix = self.store.quick(key, ident)
+        if state != DONE or fix is None:
+            return False, None
+        edits = focus.to_buffer(fix.edits, found)
+        if edits is None:
+            return False, None
+        return True, analysis.SingleFix(edits, fix.companions)
+
+    async def fix_all_by_focus(self, doc: Document, outcome: analysis.LintOutcome) -> Optional[list[Edit]]:
+        """Fix-all from each definition's share (kept, or computed now); None: the whole buffer is needed."""
+        found = outcome.layout
+        plan = analysis.fix_all_plan(outcome.findings, found, outcome.settings)
+        if plan is None or found is None:
+            return None
+        keys = [focus.key(doc.engine_path, outcome.settings) for focus in plan]
+        # The ahead lane works through its queue from the top of the buffer; the fixes lane starts
+        # from the bottom, so the two meet in the middle.
+        for focus in reversed(plan):
+            self.focus_job(doc, outcome, focus, fix_all=True)
+        parts = []
+        for focus, key in zip(plan, keys):
+            await self.store.settled(key, fix_all=True)
+            state, edits = self.store.fix_all(key)
+            if state != DONE:
+                return None
+            mapped = focus.to_buffer(edits, found)  # type: ignore[arg-type]
+            if mapped is None:
+                return None
+            parts.append(mapped)
+        return analysis.merge_edits(parts)
+
+    def fixes_ahead(self, doc: Document, outcome: analysis.LintOutcome) -> None:
+        """After a lint of a long buffer: compute the fixes nobody has asked for yet, in the background.
+
+        The definitions the lint has just re-linted go first, to the fixes lane (their
+        findings came from the engine on that definition alone: no check needed); the
+        others to the ahead lane.
+        """
+        found = outcome.layout
+        if not doc.expensive or found is None or len(found.chunks) < 2 or outcome.syntax_error or outcome.internal_error:
+            return
+        path, settings = doc.engine_path, outcome.settings
+        holding: dict[int, analysis.Chunk] = {}
+        for finding in outcome.findings:
+            if finding.fixable:
+                chunk = found.chunk_at(finding.line - 1)
+                if chunk is not None:
+                    holding.setdefault(chunk.start, chunk)
+        dirty = set(outcome.dirty)
+        keep: set[tuple] = set()
+        for chunk in sorted(holding.values(), key=lambda c: c.start not in dirty):
+            focus = analysis.focus_of(found, chunk, outcome.findings)
+            key = focus.key(path, settings)
+            keep.add(key)
+            targets = [
+                f for f in focus.local
+                if f.fixable
+                and not self.store.known(key, analysis.fix_identity(f))
+                and self.store.job(key, analysis.fix_identity(f)) is None
+            ]
+            want_fix_all = (
+                any(analysis.fixed_by_run(f, settings.unsafe_fixes, settings.fix_level) for f in focus.local)
+                and not self.store.known(key, fix_all=True)
+                and self.store.job(key, fix_all=True) is None
+            )
+            if not targets and not want_fix_all:
+                continue
+            fresh = chunk.start in dirty
+            # a fast lint of this definition alone: the engine's findings on it are these
+            verified = bool(self.store.verified(key)) or (fresh and not outcome.exact and len(dirty) == 1)
+            lane = self.fixes if fresh else self.ahead
+            self._submit(lane, key, focus, path, settings, targets, want_fix_all, False, verified)
+        self.store.cancel_ahead(path, keep)
+
+def _log_failure(future: "asyncio.Future[Any]") -> None:
+    if not future.cancelled() and future.exception() is not None:
+        logger.error("a fix on one definition failed: %s", future.exception())
 
 
 def _diagnostic_key(diagnostic: types.Diagnostic) -> tuple:
@@ -685,7 +836,8 @@ def create_server() -> GradfixServer:
     def shutdown(ls: GradfixServer, params: None) -> None:
         for doc in ls.documents.values():
             _close(doc)
-        for lane in (ls._full, ls._fixes):
+        ls.store.cancel_all()
+        for lane in (ls._full, ls._fixes, ls._ahead):
             if lane is not None and lane.worker is not None:
                 lane.worker.close()
 
@@ -749,6 +901,7 @@ def create_server() -> GradfixServer:
         if doc is None:
             return
         _close(doc)
+        ls.store.cancel_ahead(doc.engine_path, set())
         if ls.push:
             ls.text_document_publish_diagnostics(types.PublishDiagnosticsParams(uri=doc.uri, diagnostics=[]))
 
@@ -894,7 +1047,7 @@ async def _fix_action(
     if ls.lazy_edits:
         ls.prefetch_fix(doc, outcome, finding)
         return action
-    fix = await ls.single_fix(doc, outcome, finding)
+    fix = await ls.resolved_fix(doc, outcome, finding)
     if fix is None:
         return None
     action.edit = ls.workspace_edit(doc, outcome.text, fix.edits)

@@ -108,6 +108,9 @@ def main() -> None:
             pass
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
     sys.stdout = sys.stderr  # stray prints must not corrupt the pipe
+    # Every job is a function of gradfix.lsp.analysis: import the engine now (a second or
+    # more), not when the first job, maybe one a person waits for, arrives.
+    import gradfix.lsp.analysis  # noqa: F401
     while True:
         try:
             fn, args = _read(stdin)
