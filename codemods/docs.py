@@ -6,13 +6,15 @@
 
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Iterable, Optional
 
 from .rule import Rule
 from .rules import ALL_RULES
 
+
 def anchor(rule: type[Rule]) -> str:
     return f"{rule.code.lower()}-{rule.name}"
+
 
 def _flags(example) -> str:
     flags = [f for f, on in (("--unsafe-fixes", example.unsafe_fixes), ("--level warning", example.fix_warnings)) if on]
@@ -36,6 +38,13 @@ def render_rule(rule: type[Rule]) -> str:
     if valid is not None:
         parts.append("```python\n# not flagged\n" + valid.before + "```\n")
     return "\n".join(parts)
+
+
+def find_rule(key: str) -> Optional[type[Rule]]:
+    """The rule with this code (any case) or name, if there is one."""
+    wanted = key.strip().lower()
+    return next((r for r in ALL_RULES if wanted in (r.code.lower(), r.name)), None)
+
 
 def render_all(rules: Iterable[type[Rule]] = ALL_RULES) -> str:
     rules = list(rules)

@@ -464,6 +464,25 @@ def rules(
         out(f"{rule.code}  {rule.name:<{width}}  {rule.why}")
 
 
+@app.command("rule")
+def rule(
+    key: Annotated[str, typer.Argument(help="A rule's code (GF104) or name (subscript-assignment-on-tensor).", show_default=False)],
+    output_format: Annotated[OutputFormat, typer.Option("--format", help="Output format.")] = OutputFormat.text,
+) -> None:
+    """Explain one rule: why it is a problem, an example and its fix, fix safety, what is not flagged."""
+    from .codemods.docs import find_rule, render_rule
+
+    found = find_rule(key)
+    if found is None:
+        raise _fail(f"unknown rule {key!r}; `gradfix rules` lists them")
+    if output_format is OutputFormat.json:
+        out(json.dumps({"code": found.code, "name": found.name, "why": found.why, "explanation": found.explanation,
+                        "fix_safety": found.fix_safety, "not_flagged": found.not_flagged,
+                        "markdown": render_rule(found)}, indent=2))
+        return
+    out(render_rule(found).rstrip("\n"))
+
+
 @app.command("lsp")
 def lsp(
     stdio: Annotated[bool, typer.Option("--stdio", help="Accepted for editors that pass it: stdin/stdout is the only transport.")] = False,

@@ -18,3 +18,21 @@ def test_readme_lists_every_rule():
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     for rule in ALL_RULES:
         assert rule.code in readme and rule.name in readme
+
+
+def test_rule_command_prints_one_rules_page_by_code_or_name():
+    import json
+
+    from typer.testing import CliRunner
+
+    from gradfix.cli import app
+
+    runner = CliRunner()
+    by_code = runner.invoke(app, ["rule", "gf104"])
+    assert by_code.exit_code == 0
+    assert by_code.stdout.startswith("## GF104 subscript-assignment-on-tensor")
+    assert "**Fix safety.**" in by_code.stdout and "## GF105" not in by_code.stdout
+    by_name = runner.invoke(app, ["rule", "inplace-argument", "--format", "json"])
+    assert json.loads(by_name.stdout)["code"] == "GF105"
+    unknown = runner.invoke(app, ["rule", "GF999"])
+    assert unknown.exit_code == 2 and "unknown rule 'GF999'" in unknown.output
