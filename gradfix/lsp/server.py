@@ -688,7 +688,9 @@ class GradfixServer(LanguageServer):
         # The ahead lane works through its queue from the top of the buffer; the fixes lane starts
         # from the bottom, so the two meet in the middle.
         for focus in reversed(plan):
-            self.focus_job(doc, outcome, focus, fix_all=True)
+            fixable = [f for f in focus.local if f.fixable]
+            # a definition's only quick fix is usually its fix-all share too: the same run gives both
+            self.focus_job(doc, outcome, focus, fixable[0] if len(fixable) == 1 else None, fix_all=True)
         parts = []
         for focus, key in zip(plan, keys):
             await self.store.settled(key, fix_all=True)
@@ -740,8 +742,15 @@ class GradfixServer(LanguageServer):
             fresh = chunk.start in dirty
             # a fast lint of this definition alone: the engine's findings on it are these
             verified = bool(self.store.verified(key)) or (fresh and not outcome.exact and len(dirty) == 1)
-            lane = self.fixes if fresh else self.ahead
-            self._submit(lane, key, focus, path, settings, targets, want_fix_all, False, verified)
+            if fresh and len(targets) > 1:
+                # any one of them may be asked for at once: a job each, the fix-all share last
+                for target in targets:
+                    self._submit(self.fixes, key, focus, path, settings, [target], False, False, verified)
+                if want_fix_all:
+                    self._submit(self.fixes, key, focus, path, settings, [], True, False, verified)
+            else:
+                lane = self.fixes if fresh else self.ahead
+                self._submit(lane, key, focus, path, settings, targets, want_fix_all, False, verified)
         self.store.cancel_ahead(path, keep)
 
 def _log_failure(future: "asyncio.Future[Any]") -> None:
