@@ -17,6 +17,7 @@ import libcst as cst
 from libcst.codemod import CodemodContext
 from libcst.codemod.visitors import AddImportsVisitor
 
+from . import prescreen
 from .context import RuleContext
 from .grad_context import enclosing_grad_context, is_grad_buffer
 from .model import (
@@ -65,7 +66,22 @@ def select_rules(select: Sequence[str] = (), ignore: Sequence[str] = ()) -> list
 def could_have_findings(source: str, rules: Sequence[Rule]) -> bool:
     """A cheap text test before the libcst parse: code that mentions torch and
     contains text that one of the rules needs (``+=``, ``.add_(``, ...)."""
-    return "torch" in source and any(rule.prescreen.search(source) for rule in rules)
+    return prescreen.text_candidate(source, rules)
+
+
+def _plan(source: str, rules: Sequence[Rule], keep_silenced: bool) -> Optional[prescreen.Plan]:
+    """What libcst must analyse (see prescreen.py); None when nothing can be found.
+
+    Its ``ast.parse`` of the whole source is also the syntax check, so a syntax error in a
+    definition that libcst then skips is still reported, with CPython's message.
+    """
+    try:
+        tree = ast.parse(source[1:] if source.startswith("\ufeff") else source)
+    except SyntaxError as error:
+        raise SourceSyntaxError(error.msg, error.lineno or 1, error.offset or 1) from None
+    except ValueError as error:  # null bytes
+        raise SourceSyntaxError(str(error), 1, 1) from None
+    return prescreen.plan(source, rules, keep_silenced, tree=tree)
 
 
 @dataclass
@@ -89,7 +105,7 @@ def parse(source: str) -> cst.Module:
 
 def _syntax_check_only(source: str) -> None:
     try:
-        ast.parse(source)
+        ast.parse(source[1:] if source.startswith("\ufeff") else source)  # libcst accepts a BOM too
     except SyntaxError as error:
         raise SourceSyntaxError(error.msg, error.lineno or 1, error.offset or 1) from None
     except ValueError as error:  # null bytes
@@ -185,19 +201,39 @@ def check_source(
     ignore: Sequence[str] = (),
     keep_silenced: bool = False,
     level: Level = Level.WARNING,
+    focus: bool = True,
 ) -> list[Finding]:
     """Findings for ``source``, in line order. Raises :class:`SourceSyntaxError`.
 
     ``keep_silenced`` also returns findings in no-grad and similar contexts,
     with ``Finding.context`` set (for reports on how much context removes).
     ``level``: the lowest hazard level reported (WARNING: all; ERROR: errors only).
+    ``focus=False`` analyses the whole file with libcst, skipping the pre-screen
+    (the reference the pre-screen is tested against; same findings, much slower).
     """
     rules = select_rules(select, ignore)
+    if not focus:
+        return _check_whole(source, path, rules, keep_silenced, level)
     if not could_have_findings(source, rules):
         _syntax_check_only(source)
         return []
-    module = parse(source)
-    ctx, raw = _analyze(module, rules, source)
+    plan = _plan(source, rules, keep_silenced)
+    if plan is None:
+        return []
+    ctx, raw = _analyze(parse(plan.text), rules, source)
+    return _findings(path, ctx, raw, keep_silenced, level)
+
+
+def _check_whole(source: str, path: str, rules: Sequence[Rule], keep_silenced: bool, level: Level) -> list[Finding]:
+    """The reference the focused analysis must equal: every rule on the whole file."""
+    if "torch" not in source:
+        _syntax_check_only(source)
+        return []
+    ctx, raw = _analyze(parse(source), rules, source)
+    return _findings(path, ctx, raw, keep_silenced, level)
+
+
+def _findings(path: str, ctx: Optional[RuleContext], raw: Sequence[_RawReport], keep_silenced: bool, level: Level) -> list[Finding]:
     findings = []
     for item in raw:
         if item.suppressed_by_noqa:
@@ -206,7 +242,7 @@ def check_source(
             continue
         if item.report.level.rank < level.rank:
             continue
-        findings.append(_finding(path, ctx, item))
+        findings.append(_finding(path, ctx, item))  # type: ignore[arg-type]
     return findings
 
 
@@ -333,54 +369,96 @@ def fix_source(
     ignore: Sequence[str] = (),
     unsafe_fixes: bool = False,
     level: Level = Level.ERROR,
+    focus: bool = True,
 ) -> FixResult:
     """Apply fixes until none is left to apply. Raises :class:`SourceSyntaxError`.
 
     By default only error-level findings are fixed; ``level=Level.WARNING`` fixes warnings too.
 
     A fix whose output does not parse is dropped and named in ``errors``; the
-    rest still apply. The result never contains code that fails to parse.
+    rest still apply. The result never contains code that fails to parse. Bytes
+    no fix touches stay as they were. Each pass analyses only the definitions that
+    can still hold a finding (``focus=False``: the whole file, as check_source).
     """
     rules = select_rules(select, ignore)
-    if not could_have_findings(source, rules):
+    if not (could_have_findings(source, rules) if focus else "torch" in source):
         _syntax_check_only(source)
         return FixResult(source=source)
-    module = parse(source)
     result = FixResult(source=source)
     broken: set[tuple[str, int, int]] = set()  # (rule, line, col) of fixes that broke the code
+    text = source
+    latest: Optional[tuple[str, Optional[RuleContext], list[_RawReport]]] = None  # the last analysis, of which text
     for _ in range(MAX_FIX_PASSES):
-        ctx, raw = _analyze(module, rules, module.code)
-        candidates = [
-            item for item in _choose_fixes(raw, ctx, unsafe_fixes, level) if _key(item, ctx) not in broken
-        ]
-        if not candidates:
+        plan = _plan(text, rules, keep_silenced=False) if focus else None
+        if focus and plan is None:
+            latest = (text, None, [])
             break
-        try:
-            new_module = cst.parse_module(_apply(module, [c.report.fix for c in candidates]).code)  # type: ignore[misc]
-        except (cst.ParserSyntaxError, cst.CSTValidationError):
-            # Find the fixes that break the code, one at a time, and leave them out.
-            good = []
-            for item in candidates:
-                try:
-                    cst.parse_module(_apply(module, [item.report.fix]).code)  # type: ignore[list-item]
-                    good.append(item)
-                except (cst.ParserSyntaxError, cst.CSTValidationError):
-                    broken.add(_key(item, ctx))
-                    result.errors.append(
-                        f"{path}:{ctx.line(item.report.node)}: {item.rule.code} fix produced invalid code; not applied"
-                    )
-            if not good:
-                continue
-            candidates = good
-            new_module = cst.parse_module(_apply(module, [c.report.fix for c in candidates]).code)  # type: ignore[misc]
-        if new_module.code == module.code:
+        outcome = _fix_pass(text, plan, rules, unsafe_fixes, level, broken, result, path)
+        if outcome is None and plan is not None and plan.focused:
+            outcome = _fix_pass(text, None, rules, unsafe_fixes, level, broken, result, path)
+        assert outcome is not None  # the whole text always maps back
+        latest, new_text = (text, outcome.ctx, outcome.raw), outcome.new_text
+        if new_text is None:
+            if outcome.more:
+                continue  # every fix broke the code: the next pass tries without them
             break
-        for item in candidates:
+        for item in outcome.applied:
             result.applied[item.rule.code] = result.applied.get(item.rule.code, 0) + 1
-        module = new_module
-    result.source = module.code
-    result.remaining = check_source(result.source, path, select=select, ignore=ignore, level=Level.WARNING)
+        text = new_text
+    result.source = text
+    if latest is not None and latest[0] == text:
+        # The last pass analysed the final text and found nothing more to fix: its findings remain.
+        result.remaining = _findings(path, latest[1], latest[2], False, Level.WARNING)
+    else:
+        result.remaining = check_source(text, path, select=select, ignore=ignore, level=Level.WARNING, focus=focus)
     return result
+
+
+@dataclass
+class _PassOutcome:
+    ctx: RuleContext
+    raw: list[_RawReport]
+    applied: list[_RawReport]
+    new_text: Optional[str]  # None: nothing changed
+    more: bool = False  # nothing changed, but a pass without the broken fixes may
+
+
+def _fix_pass(text: str, plan: Optional[prescreen.Plan], rules: Sequence[Rule], unsafe_fixes: bool, level: Level,
+              broken: set[tuple[str, int, int]], result: FixResult, path: str) -> Optional[_PassOutcome]:
+    """One pass over ``text`` (the plan's focused text when given). None: the plan's stubs did not map back."""
+    module = parse(plan.text if plan is not None else text)
+    ctx, raw = _analyze(module, rules, text)
+    candidates = [item for item in _choose_fixes(raw, ctx, unsafe_fixes, level) if _key(item, ctx) not in broken]
+    if not candidates:
+        return _PassOutcome(ctx, raw, [], None)
+    broken_before, errors_before = set(broken), len(result.errors)
+    try:
+        code = cst.parse_module(_apply(module, [c.report.fix for c in candidates]).code).code  # type: ignore[misc]
+    except (cst.ParserSyntaxError, cst.CSTValidationError):
+        # Find the fixes that break the code, one at a time, and leave them out.
+        good = []
+        for item in candidates:
+            try:
+                cst.parse_module(_apply(module, [item.report.fix]).code)  # type: ignore[list-item]
+                good.append(item)
+            except (cst.ParserSyntaxError, cst.CSTValidationError):
+                broken.add(_key(item, ctx))
+                result.errors.append(
+                    f"{path}:{ctx.line(item.report.node)}: {item.rule.code} fix produced invalid code; not applied"
+                )
+        if not good:
+            return _PassOutcome(ctx, raw, [], None, more=True)
+        candidates = good
+        code = cst.parse_module(_apply(module, [c.report.fix for c in candidates]).code).code  # type: ignore[misc]
+    if code == module.code:
+        return _PassOutcome(ctx, raw, [], None)
+    new_text = plan.restore(code) if plan is not None else code
+    if new_text is None:
+        broken.clear()
+        broken.update(broken_before)
+        del result.errors[errors_before:]
+        return None
+    return _PassOutcome(ctx, raw, candidates, new_text)
 
 
 def _key(item: _RawReport, ctx: RuleContext) -> tuple[str, int, int]:

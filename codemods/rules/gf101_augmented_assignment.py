@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from typing import Iterator
 
 import libcst as cst
@@ -22,6 +21,7 @@ from ..rewrite import (
     touches_data,
 )
 from ..optable import INPLACE_OPERATORS
+from .. import prescreen as text
 from ..rule import Rule
 from ..tensors import TensorKind
 
@@ -62,7 +62,7 @@ class AugmentedAssignment(Rule):
         "(a float32 tensor plus a float64 tensor gives float64) where the in-place one kept the dtype."
     )
     node_types = (cst.AugAssign,)
-    prescreen = re.compile(r"(?:\*\*|//|<<|>>|[-+*/%&|^@])=")
+    prescreen = text.AUGMENTED_ASSIGNMENT
     examples = (
         Example(
             before="import torch\ndef f(a):\n    x = torch.sigmoid(a)\n    x *= 2\n    return x\n",

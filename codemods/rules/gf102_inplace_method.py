@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import re
 from typing import Iterator, Optional
 
 import libcst as cst
@@ -22,6 +21,7 @@ from ..rewrite import (
     rebinding_safety,
     touches_data,
 )
+from .. import prescreen as text
 from ..rule import Rule
 from ..tensors import TensorKind
 
@@ -72,7 +72,7 @@ class InplaceMethod(Rule):
         "Display-only inside a lambda, comprehension, conditional expression, the right side of `and`/`or`, an `elif` or `while` test, and for `resize_`/`set_`, which have no out-of-place form."
     )
     node_types = (cst.Call,)
-    prescreen = re.compile(r"\b(?:" + "|".join(sorted(map(re.escape, INPLACE_METHODS))) + r")\s*\(")
+    prescreen = text.INPLACE_NAME
     examples = (
         Example(
             before="import torch\ndef f(a):\n    y = torch.sigmoid(a)\n    y.mul_(2)\n    return y\n",

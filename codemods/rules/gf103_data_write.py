@@ -24,6 +24,7 @@ from ..rewrite import (
     rebinding_safety,
     strip_position,
 )
+from .. import prescreen as text
 from ..rule import Rule
 from ..tensors import TensorKind
 
@@ -313,7 +314,7 @@ class DataWrite(Rule):
         "the tensor has no name to rebind."
     )
     node_types = (cst.Assign, cst.AugAssign, cst.Call)
-    prescreen = re.compile(r"\.data\b")
+    prescreen = text.DATA_ATTRIBUTE
     examples = (
         Example(
             before=(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from typing import Iterator, Optional
 
 import libcst as cst
@@ -20,6 +19,7 @@ from ..rewrite import (
     subscript_root,
     touches_data,
 )
+from .. import prescreen as text
 from ..rule import Rule
 from ..tensors import TensorKind
 
@@ -239,7 +239,7 @@ class SubscriptAssignment(Rule):
         "tensor has no name to rebind (`f()[i] = v`) or the statement assigns several targets."
     )
     node_types = (cst.Assign,)
-    prescreen = re.compile(r"\]\s*=(?!=)")
+    prescreen = text.SUBSCRIPT_ASSIGNMENT
     examples = (
         Example(
             before="import torch\ndef f(a):\n    x = torch.exp(a)\n    x[x > 2] = 2.0\n    return x\n",

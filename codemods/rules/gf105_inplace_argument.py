@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import enum
-import re
 from dataclasses import dataclass
 from typing import Callable, Iterator, Optional, Sequence
 
@@ -19,6 +18,7 @@ from ..inplace_signatures import FUNCTIONAL, FUNCTIONS_SAVING_OUTPUT, INPLACE_MO
 from ..model import Example, Fix, FixSafety, Level, Report, ReplaceNode
 from ..optable import SAVES_INPUT, SAVES_OUTPUT
 from ..rewrite import is_assignable, rebind_in_place, without_argument
+from .. import prescreen as text
 from ..rule import Rule
 from ..tensors import TensorKind
 
@@ -518,10 +518,7 @@ class InplaceArgument(Rule):
         "tensor. Either fix needs more memory than the in-place form."
     )
     node_types = (cst.Call,)
-    prescreen = re.compile(
-        r"inplace\s*=\s*True|\b(?:" + "|".join(sorted(map(re.escape, set(FUNCTIONAL) | set(INPLACE_MODULES))))
-        + r")\s*\((?s:.){0,200}?\bTrue\b"
-    )
+    prescreen = text.INPLACE_TRUE
     examples = (
         Example(
             before=(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import re
 from typing import Iterator, Optional
 
 import libcst as cst
@@ -15,6 +14,7 @@ from ..hazard import FACTORIES
 from ..inplace_signatures import MODULES, OUT_FUNCTIONS
 from ..model import Example, FixSafety, Level, Report
 from ..rewrite import is_assignable, rebind_in_place, without_argument
+from .. import prescreen as text
 from ..rule import Rule
 from ..tensors import NON_TENSOR_NODES, TensorKind
 
@@ -228,7 +228,7 @@ class OutArgument(Rule):
         "when the buffer is not a name (`out=buf[0]`)."
     )
     node_types = (cst.Call,)
-    prescreen = re.compile(r"[(,]\s*out\s*=(?!=)")
+    prescreen = text.OUT_KEYWORD
     examples = (
         Example(
             before=(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from typing import Iterator, Optional
 
 import libcst as cst
@@ -11,6 +10,7 @@ from ..context import RuleContext
 from ..model import EnsureImport, Example, Fix, FixSafety, Report, ReplaceNode
 from ..optable import INPLACE_FUNCTIONS, NO_REWRITE
 from ..rewrite import is_assignable, rebind_in_place, strip_position, touches_data
+from .. import prescreen as text
 from ..rule import Rule
 from ..tensors import TensorKind
 
@@ -68,7 +68,7 @@ class InplaceFunction(Rule):
         "comprehension or conditional expression, and for `torch.as_strided_`."
     )
     node_types = (cst.Call,)
-    prescreen = re.compile(r"\b(?:" + "|".join(sorted({re.escape(n.rsplit(".", 1)[-1]) for n in INPLACE_FUNCTIONS})) + r")\s*\(")
+    prescreen = text.INPLACE_NAME
     examples = (
         Example(
             before="import torch\ndef f(a):\n    y = torch.sigmoid(a)\n    torch.clamp_(y, 0.1, 0.9)\n    return y\n",

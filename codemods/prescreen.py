@@ -1,0 +1,965 @@
+"""Which parts of a module can hold a finding, decided before libcst parses it.
+
+libcst's parse and metadata cost about a millisecond per line; CPython's ``ast`` is
+more than ten times faster and the engine runs it on every file anyway (it is the
+syntax check). So the engine asks this module first:
+
+1. **Text.** Each rule's locator regex finds the lines that could hold its
+   construct (``+=``, ``.add_(``, ``.data``, ``] =``, ``inplace=True``, ``out=``, the
+   name of an in-place torch function). No line, no finding.
+2. **Syntax.** At each such line the ``ast`` statement that holds it is examined
+   for the rule's construct, exactly as the rule's own syntactic tests read it:
+   an in-place method call and not a dunder, an augmented operator torch
+   implements in place, a ``.data`` write, ``inplace=True`` at the position the
+   function or module takes it, ... When findings in silenced contexts are not
+   wanted, a construct in code where autograd surely does not record (an
+   initializer, ``@torch.no_grad()``, ``with torch.no_grad():``, a ``.grad``
+   buffer) is dropped too. No candidate, no finding: libcst is not run at all.
+3. **Focus.** Otherwise libcst analyses a *focused* text: every module-level
+   statement, every top-level function or class that holds a candidate, and
+   every top-level definition the analysis could reach from those (it mentions a
+   module-level name a kept definition may trace). Each other top-level definition
+   is replaced by a one-line stub at its ``def``/``class`` line (``def name(): pass``,
+   which keeps the module-level binding and its position) and blank lines, so every
+   kept line keeps its number and text, and findings are those of the whole file.
+   :meth:`Plan.restore` puts the original definitions back into a fixed focused text.
+"""
+
+from __future__ import annotations
+
+import ast
+import bisect
+import re
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Iterable, Iterator, Optional, Sequence
+
+from .aliasing import ALIASING_METHODS
+from .grad_context import AUTOGRAD_FUNCTION_METHODS, INITIALIZER_NAME, OPTIMIZER_METHODS
+from .inplace_signatures import FUNCTIONAL, INPLACE_MODULES
+from .optable import INPLACE_FUNCTIONS, INPLACE_METHODS, INPLACE_OPERATORS
+from .rule import Rule
+
+# --- text ---------------------------------------------------------------------------------------------
+#
+# Each pattern starts with a literal, which Python's re searches for at C speed; one that starts
+# with `\b` or a character class is ten to fifty times slower over a whole tree of sources.
+
+# Whitespace, line continuations and comments may separate the tokens of one construct.
+_GAP = r"[\s\\]*(?:#[^\r\n]*[\s\\]*)*"
+
+
+def _word(name: str) -> str:
+    """``name`` as a whole word, its literal first."""
+    return re.escape(name) + r"(?!\w)(?<!\w" + re.escape(name) + ")"
+
+
+INPLACE_FUNCTION_NAMES = frozenset(name.rsplit(".", 1)[-1] for name in INPLACE_FUNCTIONS)
+INPLACE_ARGUMENT_NAMES = frozenset(FUNCTIONAL) | frozenset(INPLACE_MODULES)
+GRAD_MODE_NAMES = frozenset({"no_grad", "inference_mode", "enable_grad", "set_grad_enabled"})
+# The rules whose constructs _Syntax knows; with any other rule selected the whole file is analysed.
+KNOWN_RULES = frozenset({"GF101", "GF102", "GF103", "GF104", "GF105", "GF106", "GF107"})
+
+
+@lru_cache(maxsize=1)
+def _out_function_names() -> frozenset[str]:
+    from .rules.gf106_out_argument import OUT_FUNCTIONS
+
+    return frozenset(name.rsplit(".", 1)[-1] for name in OUT_FUNCTIONS)
+
+
+# The rules' `prescreen` patterns: text every finding's statement holds.
+#: GF101: an augmented operator torch implements in place (`x += y`); `@=` is not one.
+AUGMENTED_ASSIGNMENT = re.compile(r"=(?<=[-+*/%&|^]=)|=(?<=<<=)|=(?<=>>=)")
+#: GF102, GF107: a word ending in one underscore, as every in-place method and function does (`add_`, `t_`).
+INPLACE_NAME = re.compile(r"_(?!\w)(?<=[A-Za-z0-9]_)")
+#: GF103: the `data` attribute.
+DATA_ATTRIBUTE = re.compile(r"\." + _GAP + r"data(?!\w)")
+#: GF104: an assignment into a subscript: `] =` (also `(x[i]) =`).
+SUBSCRIPT_ASSIGNMENT = re.compile(r"\][\s)\\]*(?:#[^\r\n]*[\s)\\]*)*=(?!=)")
+#: GF105: `inplace=True`, or a `True` passed by position (`nn.ReLU(True)`).
+INPLACE_TRUE = re.compile(_word("inplace") + _GAP + "=" + _GAP + _word("True") + "|" + _word("True"))
+#: GF106: an `out=` keyword argument (not `out = ...`, not `out == ...`).
+OUT_KEYWORD = re.compile(r"[(,]" + _GAP + r"out(?!\w)" + _GAP + r"=(?!=)")
+
+_WORD_BEFORE = re.compile(r"(\w+)" + _GAP + r"\Z")
+_WORD_AFTER = re.compile(_GAP + r"(\w+)")
+_AS = re.compile(r" as(?!\w)")
+_ANY_AS = re.compile(r"(?<![\w])as(?!\w)")
+GLOBAL_STATEMENT = re.compile(_word("global"))
+# `torch` written other than as `torch.<attr>`: where the name could be bound to something else.
+BARE_TORCH = re.compile(r"torch(?!\w)(?<![\w.]torch)(?![ \t]*\.)")
+# Names fresh_name (GF103/GF104 fixes) must avoid; it looks at every name in the module.
+FRESH_NAME_PATTERN = re.compile(r"_value(?!\w)|_value_[0-9]+(?!\w)")
+
+
+def text_candidate(source: str, rules: Sequence[Rule]) -> bool:
+    """The first test: code that mentions torch and text one of the rules needs."""
+    return "torch" in source and any(rule.prescreen.search(source) for rule in rules)
+
+
+def import_aliases(source: str, wanted: frozenset[str]) -> dict[str, set[str]]:
+    """``r`` -> {"relu_"} for ``from torch import relu_ as r``, for originals in ``wanted``.
+
+    Read from the text (an over-approximation: `as` in a comment counts too).
+    """
+    aliases: dict[str, set[str]] = {}
+    unusual = "\tas" in source or "\nas" in source or "\ras" in source or "\\as" in source
+    for match in (_ANY_AS if unusual else _AS).finditer(source):
+        start = match.start() + (1 if match.group(0)[0] == " " else 0)
+        before = _WORD_BEFORE.search(source, max(0, start - 300), start)
+        if before is None or before.group(1) not in wanted:
+            continue
+        after = _WORD_AFTER.match(source, match.end())
+        if after is not None:
+            aliases.setdefault(after.group(1), set()).add(before.group(1))
+    return aliases
+
+
+# --- syntax ------------------------------------------------------------------------------------------
+
+_AUGMENTED_TEXT = {
+    ast.Add: "+=", ast.Sub: "-=", ast.Mult: "*=", ast.Div: "/=", ast.FloorDiv: "//=", ast.Mod: "%=",
+    ast.Pow: "**=", ast.LShift: "<<=", ast.RShift: ">>=", ast.BitOr: "|=", ast.BitXor: "^=", ast.BitAnd: "&=",
+    ast.MatMult: "@=",
+}
+_INPLACE_AUGMENTED = tuple(op for op, text in _AUGMENTED_TEXT.items() if text in INPLACE_OPERATORS)
+_FUNCTIONS = (ast.FunctionDef, ast.AsyncFunctionDef)
+_DEFINITIONS = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
+_WITH = (ast.With, ast.AsyncWith)
+_STRING_CONSTANTS = (str, bytes)
+
+
+def _chain_has(expr: ast.AST, attribute: str) -> bool:
+    """grad_context.attribute_in_chain on the ast: ``p.grad.data[0].zero_`` has ``grad`` and ``data``."""
+    node = expr
+    while True:
+        if isinstance(node, ast.Attribute):
+            if node.attr == attribute:
+                return True
+            node = node.value
+        elif isinstance(node, ast.Subscript):
+            node = node.value
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+            node = node.func.value
+        else:
+            return False
+
+
+def _is_assignable(expr: ast.AST) -> bool:
+    node = expr
+    while isinstance(node, ast.Attribute):
+        node = node.value
+    return isinstance(node, ast.Name)
+
+
+def _data_receiver(expr: ast.AST) -> bool:
+    """gf103.data_receiver is not None: ``x.data`` with ``x`` other than ``self``/``cls``."""
+    if isinstance(expr, ast.Attribute) and expr.attr == "data":
+        receiver = expr.value
+        return not (isinstance(receiver, ast.Name) and receiver.id in ("self", "cls"))
+    return False
+
+
+def _data_under_index(expr: ast.AST) -> bool:
+    node = expr
+    while isinstance(node, ast.Subscript):
+        node = node.value
+    return node is not expr and _data_receiver(node)
+
+
+def _inplace_method(node: ast.AST) -> Optional[str]:
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in INPLACE_METHODS:
+        return node.func.attr
+    return None
+
+
+def _chain_root(call: ast.Call) -> ast.AST:
+    receiver = call.func.value  # type: ignore[attr-defined]
+    while _inplace_method(receiver) is not None:
+        receiver = receiver.func.value  # type: ignore[attr-defined]
+    return receiver
+
+
+def _is_true(node: ast.AST) -> bool:
+    return isinstance(node, ast.Constant) and node.value is True
+
+
+def _is_false(node: ast.AST) -> bool:
+    return isinstance(node, ast.Constant) and node.value is False
+
+
+def _is_number(node: ast.AST) -> bool:
+    # grad_context reads `0`/`1` by their text (libcst's Integer("0")); `0x0` is not `0` there.
+    return isinstance(node, ast.Constant) and type(node.value) in (int, float, complex)
+
+
+def _first_argument(call: ast.Call) -> Optional[ast.AST]:
+    """libcst's ``call.args[0].value``: the first argument in source order, keyword or not."""
+    first = [*call.args[:1], *(k.value for k in call.keywords[:1])]
+    if not first:
+        return None
+    return min(first, key=lambda n: (n.lineno, n.col_offset)) if len(first) > 1 else first[0]
+
+
+def _positional(call: ast.Call) -> list[ast.AST]:
+    """gf105._positional: positional arguments up to the first ``*args``."""
+    found = []
+    for arg in call.args:
+        if isinstance(arg, ast.Starred):
+            break
+        found.append(arg)
+    return found
+
+
+def _callee_names(func: ast.AST, aliases: dict[str, set[str]]) -> set[str]:
+    """The last names a callee's qualified name can end with: ``F.relu_`` -> relu_; ``r`` -> what it aliases."""
+    if isinstance(func, ast.Attribute):
+        return {func.attr}
+    if isinstance(func, ast.Name):
+        return {func.id} | aliases.get(func.id, set())
+    return set()
+
+
+@dataclass
+class _Candidate:
+    code: str
+    line: int
+    silenceable: bool  # a finding here is dropped when the context says autograd does not record
+
+
+class _Syntax:
+    """The rules' syntactic tests, on the ast, for one module."""
+
+    def __init__(self, codes: frozenset[str], aliases: dict[str, set[str]]) -> None:
+        self.codes = codes
+        self.aliases = aliases
+        self.out_names = _out_function_names() if "GF106" in codes else frozenset()
+
+    def candidates(self, node: ast.AST) -> Iterator[_Candidate]:
+        codes = self.codes
+        if isinstance(node, ast.AugAssign):
+            if not isinstance(node.op, _INPLACE_AUGMENTED):
+                return
+            target = node.target
+            if "GF103" in codes and (_data_receiver(target) or _data_under_index(target)):
+                yield _Candidate("GF103", node.lineno, True)
+            if "GF101" in codes and not _chain_has(target, "data"):
+                if isinstance(target, ast.Subscript) or _is_assignable(target):
+                    yield _Candidate("GF101", node.lineno, True)
+        elif isinstance(node, ast.Assign):
+            if "GF104" in codes:
+                for target in node.targets:
+                    if isinstance(target, ast.Subscript) and not _chain_has(target, "data") and not _string_key(target):
+                        yield _Candidate("GF104", node.lineno, True)
+                        break
+            if "GF103" in codes:
+                if any(_data_receiver(t) or _data_under_index(t) for t in node.targets) or (
+                    len(node.targets) == 1 and _data_receiver(node.value)
+                ):
+                    yield _Candidate("GF103", node.lineno, True)
+        elif isinstance(node, ast.Call):
+            yield from self._call(node)
+
+    def grad_buffer(self, node: ast.AST, code: str) -> bool:
+        """Is the report's target surely a ``.grad`` buffer (a context that silences it)?"""
+        if code == "GF101" and isinstance(node, ast.AugAssign):
+            return _chain_has(node.target, "grad")
+        if code == "GF104" and isinstance(node, ast.Assign):
+            subscripts = [t for t in node.targets if isinstance(t, ast.Subscript)]
+            return bool(subscripts) and all(_chain_has(t, "grad") for t in subscripts)
+        if code == "GF102" and _inplace_method(node) is not None:
+            return _chain_has(_chain_root(node), "grad")  # type: ignore[arg-type]
+        return False
+
+    def _call(self, node: ast.Call) -> Iterator[_Candidate]:
+        codes = self.codes
+        line = node.lineno
+        method = _inplace_method(node)
+        if method is not None:
+            root = _chain_root(node)
+            if "GF102" in codes and not _chain_has(root, "data"):
+                yield _Candidate("GF102", line, True)
+            if "GF103" in codes and (_data_receiver(root) or _data_under_index(root)):
+                yield _Candidate("GF103", line, True)
+        names = None
+        if "GF105" in codes:
+            names = _callee_names(node.func, self.aliases)
+            argument = _inplace_argument_candidate(node, names)
+            if argument is not None:
+                yield _Candidate("GF105", line, argument)
+        if "GF106" in codes:
+            out = next((k for k in node.keywords if k.arg == "out"), None)
+            if out is not None and not (isinstance(out.value, ast.Constant) and out.value.value is None):
+                names = names if names is not None else _callee_names(node.func, self.aliases)
+                if names & self.out_names:
+                    yield _Candidate("GF106", line, True)
+        if "GF107" in codes:
+            names = names if names is not None else _callee_names(node.func, self.aliases)
+            if names & INPLACE_FUNCTION_NAMES and _written_argument(node) is not None and not _chain_has(_written_argument(node), "data"):
+                yield _Candidate("GF107", line, True)
+
+
+def _string_key(target: ast.Subscript) -> bool:
+    """gf104._has_string_key, where the ast can tell: a single string index."""
+    index = target.slice
+    return isinstance(index, ast.JoinedStr) or (isinstance(index, ast.Constant) and isinstance(index.value, _STRING_CONSTANTS))
+
+
+def _written_argument(call: ast.Call) -> Optional[ast.AST]:
+    """gf107._written_argument: the first positional argument, else ``input=``/``self=``."""
+    for arg in call.args:
+        if not isinstance(arg, ast.Starred):
+            return arg
+    for keyword in call.keywords:
+        if keyword.arg in ("input", "self"):
+            return keyword.value
+    return None
+
+
+def _inplace_argument_candidate(call: ast.Call, names: set[str]) -> Optional[bool]:
+    """GF105: None if no ``inplace=True`` applies; else whether a finding here is silenceable.
+
+    ``F.relu(x, inplace=True)`` is reported where it runs (silenced in no-grad code); a
+    module constructor's report names the places the module runs and ignores its own context.
+    """
+    functional = [FUNCTIONAL[n] for n in names if n in FUNCTIONAL]
+    modules = [INPLACE_MODULES[n] for n in names if n in INPLACE_MODULES]
+    if not functional and not modules:
+        return None
+    keyword = next((k for k in call.keywords if k.arg == "inplace"), None)
+    if keyword is not None:
+        if not _is_true(keyword.value):
+            return None
+    else:
+        positional = _positional(call)
+        indexes = {entry["inplace_index"] for entry in functional + modules}
+        if not any(0 <= i < len(positional) and _is_true(positional[i]) for i in indexes):
+            return None
+    return not modules
+
+
+# --- where autograd surely does not record ----------------------------------------------------------
+
+_SURE_OFF, _SURE_NEUTRAL, _UNSURE = "off", "neutral", "unsure"
+
+
+class _GradContext:
+    """A conservative mirror of grad_context.enclosing_grad_context on ast ancestors.
+
+    It answers True only where that function surely returns a context; ``torch`` must be the
+    module's ``import torch`` (bound no other way) for ``torch.no_grad()`` and friends to count.
+    """
+
+    def __init__(self, torch_resolved: bool, aliases: dict[str, set[str]]) -> None:
+        self.torch_resolved = torch_resolved
+        self.aliases = aliases
+
+    def silenced(self, path: Sequence[ast.AST], in_lambda: bool, header_of_innermost: bool) -> bool:
+        """``path``: statements from the module down to the innermost one holding the node.
+
+        ``header_of_innermost``: the node is in that statement's own fields (a decorator,
+        a with item, a test), not in a statement nested in its body.
+        """
+        inside_function = in_lambda
+        decided = False  # grad mode may have been set by an enable_grad-like item further in
+        for depth in range(len(path) - 1, -1, -1):
+            current = path[depth]
+            innermost = depth == len(path) - 1
+            if isinstance(current, _WITH):
+                if innermost and header_of_innermost:
+                    continue  # the node is in the items, not the body
+                if not inside_function and not decided:
+                    for item in reversed(current.items):
+                        mode = self._mode(item.context_expr)
+                        if mode == _SURE_OFF:
+                            return True
+                        if mode == _UNSURE:
+                            decided = True
+                            break
+            elif isinstance(current, _FUNCTIONS):
+                if not decided:
+                    modes = [self._mode(d) for d in current.decorator_list]
+                    if _SURE_OFF in modes:
+                        return True
+                    if _UNSURE in modes:
+                        decided = True
+                if INITIALIZER_NAME.match(current.name):
+                    return True
+                owner = path[depth - 1] if depth > 0 else None
+                if isinstance(owner, ast.ClassDef):
+                    if current.name in OPTIMIZER_METHODS and owner.name.endswith("Optimizer"):
+                        return True
+                    if current.name in AUTOGRAD_FUNCTION_METHODS and any(self._autograd_function(b) for b in owner.bases):
+                        return True
+                inside_function = True
+        return False
+
+    def _torch_chain(self, expr: ast.AST) -> Optional[list[str]]:
+        """``torch.autograd.no_grad`` -> ["torch", "autograd", "no_grad"] when ``torch`` is the import."""
+        parts = []
+        node = expr
+        while isinstance(node, ast.Attribute):
+            parts.append(node.attr)
+            node = node.value
+        if isinstance(node, ast.Name) and node.id == "torch" and self.torch_resolved and parts:
+            return ["torch", *reversed(parts)]
+        return None
+
+    def _autograd_function(self, base: ast.AST) -> bool:
+        chain = self._torch_chain(base)
+        return chain is not None and ".".join(chain) in ("torch.autograd.Function", "torch.autograd.function.Function")
+
+    def _mode(self, expr: ast.AST) -> str:
+        call = expr if isinstance(expr, ast.Call) else None
+        func = call.func if call is not None else expr
+        if isinstance(func, ast.Attribute):
+            last = {func.attr}
+        elif isinstance(func, ast.Name):
+            last = {func.id} | self.aliases.get(func.id, set())
+        else:
+            return _UNSURE
+        if not last & GRAD_MODE_NAMES:
+            return _SURE_NEUTRAL
+        chain = self._torch_chain(func)
+        if chain is None or isinstance(func, ast.Name):
+            return _UNSURE
+        name = chain[-1]
+        first = _first_argument(call) if call is not None else None
+        if name == "no_grad":
+            return _SURE_OFF
+        if name == "inference_mode":
+            if first is None:
+                return _SURE_OFF
+            if _is_false(first) or _is_number(first) or isinstance(first, ast.Starred):
+                return _UNSURE
+            return _SURE_OFF
+        if name == "set_grad_enabled":
+            if first is None:
+                return _SURE_NEUTRAL
+            if _is_false(first):
+                return _SURE_OFF
+            return _UNSURE
+        return _UNSURE  # enable_grad
+
+
+# --- statements that hold a line ---------------------------------------------------------------------
+
+
+def _first_line(statement: ast.stmt) -> int:
+    if isinstance(statement, _DEFINITIONS) and statement.decorator_list:
+        return min(statement.lineno, *(d.lineno for d in statement.decorator_list))
+    return statement.lineno
+
+
+def _statement_lists(statement: ast.stmt) -> list[list[ast.stmt]]:
+    lists = []
+    for name in ("body", "orelse", "finalbody"):
+        value = getattr(statement, name, None)
+        if isinstance(value, list) and value and isinstance(value[0], ast.stmt):
+            lists.append(value)
+    for handler in getattr(statement, "handlers", ()):
+        lists.append(handler.body)
+    for case in getattr(statement, "cases", ()):
+        lists.append(case.body)
+    return lists
+
+
+def _own_expressions(statement: ast.stmt) -> Iterator[ast.AST]:
+    """The statement's own fields (header, decorators, values), without the statements nested in it."""
+    for name, value in ast.iter_fields(statement):
+        if name in ("body", "orelse", "finalbody") and isinstance(value, list) and value and isinstance(value[0], ast.stmt):
+            continue
+        if name == "handlers":
+            for handler in value:
+                if handler.type is not None:
+                    yield handler.type
+            continue
+        if name == "cases":
+            for case in value:
+                yield case.pattern
+                if case.guard is not None:
+                    yield case.guard
+            continue
+        if isinstance(value, ast.AST):
+            yield value
+        elif isinstance(value, list):
+            yield from (item for item in value if isinstance(item, ast.AST))
+
+
+class _Block:
+    """The statements of one body, searchable by line."""
+
+    __slots__ = ("statements", "starts", "ends")
+
+    def __init__(self, statements: list[ast.stmt]) -> None:
+        self.statements = statements
+        self.starts = [_first_line(s) for s in statements]
+        self.ends = [s.end_lineno or s.lineno for s in statements]
+
+    def holding(self, line: int) -> list[ast.stmt]:
+        index = bisect.bisect_right(self.starts, line) - 1
+        found = []
+        while index >= 0 and self.ends[index] >= line:
+            found.append(self.statements[index])
+            index -= 1
+        found.reverse()
+        return found
+
+
+# --- the plan ----------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Stub:
+    start: int  # offsets of the definition's lines in the source
+    end: int
+    text: str  # what replaces them in the focused text
+    line: str  # the stub's own line, unique thanks to its marker comment
+
+
+@dataclass
+class Plan:
+    """What libcst analyses for one source, and how to map a fixed focused text back."""
+
+    source: str
+    text: str  # the focused text; the source itself when nothing is left out
+    candidates: int
+    units: int  # top-level statements
+    kept_units: int
+    kept_lines: int
+    stubs: list[_Stub] = field(default_factory=list)
+
+    @property
+    def focused(self) -> bool:
+        return bool(self.stubs)
+
+    def restore(self, code: str) -> Optional[str]:
+        """``code`` (the focused text after fixes) with the left-out definitions put back.
+
+        Fixes never touch a stub; None if one is not where and as it was left (the caller
+        then works on the whole text).
+        """
+        if not self.stubs:
+            return code
+        pieces = []
+        position = 0
+        for stub in self.stubs:
+            at = code.find(stub.line, position)
+            if at < 0:
+                return None
+            line_start = code.rfind("\n", 0, at) + 1
+            line_start = max(line_start, code.rfind("\r", 0, at) + 1)
+            before = stub.text.index(stub.line)
+            start = at - before
+            if start < position or code[start:start + len(stub.text)] != stub.text:
+                return None
+            pieces.append(code[position:start])
+            pieces.append(self.source[stub.start:stub.end])
+            position = start + len(stub.text)
+        pieces.append(code[position:])
+        return "".join(pieces)
+
+
+_LINE = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+\Z")
+_NEWLINE = re.compile(r"\r\n|\r|\n")
+# Names a kept definition may trace through the module: everything but the callee of a call,
+# an annotation, and the object of an attribute that no analysis follows (`torch.zeros`, `np.pi`).
+TRACED_ATTRIBUTES = frozenset(ALIASING_METHODS) | {"detach", "data"} | frozenset(INPLACE_METHODS)
+_ANNOTATION_FIELDS = {ast.arg: ("annotation",), ast.FunctionDef: ("returns",), ast.AsyncFunctionDef: ("returns",),
+                      ast.AnnAssign: ("annotation",)}
+
+
+def _line_offsets(source: str) -> list[int]:
+    """Offsets where each line starts (1-based lines: offsets[line - 1]), plus the end."""
+    offsets = [0]
+    offsets.extend(match.end() for match in _NEWLINE.finditer(source))
+    if offsets[-1] != len(source):
+        offsets.append(len(source))
+    return offsets
+
+
+class _Planner:
+    def __init__(self, source: str, tree: ast.Module, rules: Sequence[Rule], keep_silenced: bool) -> None:
+        self.source = source
+        self.tree = tree
+        self.codes = frozenset(rule.code for rule in rules)
+        self.keep_silenced = keep_silenced
+        self.aliases = import_aliases(source, INPLACE_FUNCTION_NAMES | INPLACE_ARGUMENT_NAMES | GRAD_MODE_NAMES
+                                      | (_out_function_names() if "GF106" in self.codes else frozenset()))
+        self.syntax = _Syntax(self.codes, self.aliases)
+        self.blocks: dict[int, _Block] = {}
+        self.walked: set[int] = set()
+        self.candidates: list[tuple[int, _Candidate]] = []  # (top-level index, candidate)
+        self.module_block = _Block(tree.body)
+        self._lines: Optional[list[int]] = None
+        self.grad = _GradContext(self._torch_resolved(), self.aliases) if not keep_silenced else None
+
+    # -- text to lines ----------------------------------------------------------------------------
+
+    @property
+    def line_starts(self) -> list[int]:
+        if self._lines is None:
+            self._lines = [0] + [m.end() for m in _NEWLINE.finditer(self.source)]
+        return self._lines
+
+    def line_of(self, offset: int) -> int:
+        return bisect.bisect_right(self.line_starts, offset)
+
+    def hit_lines(self, pattern: re.Pattern[str]) -> set[int]:
+        starts = self.line_starts
+        return {bisect.bisect_right(starts, match.start()) for match in pattern.finditer(self.source)}
+
+    def _underscore_words(self, pattern: re.Pattern[str]) -> dict[str, list[int]]:
+        """Each word the pattern ends (``add_`` for the ``_`` it finds), with its lines."""
+        source, starts = self.source, self.line_starts
+        found: dict[str, list[int]] = {}
+        for match in pattern.finditer(source):
+            end = match.end()
+            start = end - 1
+            while start > 0 and (source[start - 1].isalnum() or source[start - 1] == "_"):
+                start -= 1
+            found.setdefault(source[start:end], []).append(bisect.bisect_right(starts, start))
+        return found
+
+    # -- statements at a line ---------------------------------------------------------------------
+
+    def block(self, statements: list[ast.stmt]) -> _Block:
+        key = id(statements)
+        found = self.blocks.get(key)
+        if found is None:
+            found = self.blocks[key] = _Block(statements)
+        return found
+
+    def paths_at(self, line: int) -> Iterator[list[ast.stmt]]:
+        """Each chain of statements, from a top-level one down, whose innermost statement holds ``line``."""
+        stack: list[tuple[list[ast.stmt], _Block]] = [([], self.module_block)]
+        while stack:
+            path, block = stack.pop()
+            for statement in block.holding(line):
+                inner = [*path, statement]
+                yield inner
+                for statements in _statement_lists(statement):
+                    stack.append((inner, self.block(statements)))
+
+    # -- candidates ---------------------------------------------------------------------------------
+
+    def find(self, rules: Sequence[Rule]) -> None:
+        lines: set[int] = set()
+        words: Optional[dict[str, list[int]]] = None
+        for rule in rules:
+            if rule.code in ("GF102", "GF107"):
+                if words is None:
+                    words = self._underscore_words(rule.prescreen)
+                wanted = INPLACE_METHODS if rule.code == "GF102" else INPLACE_FUNCTION_NAMES
+                for word, at in words.items():
+                    if word in wanted:
+                        lines.update(at)
+                if rule.code == "GF107":
+                    aliased = [a for a, names in self.aliases.items() if names & INPLACE_FUNCTION_NAMES]
+                    for alias in aliased:
+                        lines |= self.hit_lines(re.compile(_word(alias)))
+            else:
+                lines |= self.hit_lines(rule.prescreen)
+        for line in sorted(lines):
+            for path in self.paths_at(line):
+                statement = path[-1]
+                if id(statement) not in self.walked:
+                    self.walked.add(id(statement))
+                    self._examine(path)
+
+    def _examine(self, path: list[ast.stmt]) -> None:
+        statement = path[-1]
+        top = self.module_index[id(path[0])]
+        syntax = self.syntax
+        # (node, inside a lambda) for the statement and every expression node it holds itself
+        stack: list[tuple[ast.AST, bool]] = [(statement, False)]
+        stack.extend((e, False) for e in _own_expressions(statement))
+        while stack:
+            node, in_lambda = stack.pop()
+            for candidate in syntax.candidates(node):
+                if not self._silenced(candidate, node, path, in_lambda):
+                    self.candidates.append((top, candidate))
+            if node is statement:
+                continue
+            nested = in_lambda or isinstance(node, ast.Lambda)
+            stack.extend((child, nested) for child in ast.iter_child_nodes(node))
+
+    def _silenced(self, candidate: _Candidate, node: ast.AST, path: list[ast.stmt], in_lambda: bool) -> bool:
+        if self.keep_silenced or not candidate.silenceable:
+            return False
+        if self.syntax.grad_buffer(node, candidate.code):
+            return True
+        return self.grad is not None and self.grad.silenced(path, in_lambda, header_of_innermost=True)
+
+    @property
+    def module_index(self) -> dict[int, int]:
+        index = getattr(self, "_module_index", None)
+        if index is None:
+            index = self._module_index = {id(s): i for i, s in enumerate(self.tree.body)}
+        return index
+
+    # -- does `torch` mean the module everywhere? ---------------------------------------------------
+
+    def _torch_resolved(self) -> bool:
+        """A top-level ``import torch``, and ``torch`` bound nowhere to anything else."""
+        if not any(
+            isinstance(s, ast.Import) and any(a.name == "torch" and a.asname in (None, "torch") for a in s.names)
+            for s in self.tree.body
+        ):
+            return False
+        for line in sorted(self.hit_lines(BARE_TORCH)):
+            for path in self.paths_at(line):
+                if _binds(path[-1], "torch", allow_import=True):
+                    return False
+        return True
+
+    def has_global(self) -> bool:
+        for line in sorted(self.hit_lines(GLOBAL_STATEMENT)):
+            for path in self.paths_at(line):
+                if isinstance(path[-1], ast.Global):
+                    return True
+        return False
+
+
+def _binds(statement: ast.stmt, name: str, allow_import: bool) -> bool:
+    """Does the statement itself (not its nested statements) bind ``name`` other than by ``import torch``?"""
+    if isinstance(statement, _DEFINITIONS) and statement.name == name:
+        return True
+    if isinstance(statement, (ast.Global, ast.Nonlocal)) and name in statement.names:
+        return True
+    if isinstance(statement, ast.Import):
+        return any(
+            (a.asname or a.name.split(".")[0]) == name
+            and not (allow_import and (a.name == name or (a.asname is None and a.name.startswith(name + "."))))
+            for a in statement.names
+        )
+    if isinstance(statement, ast.ImportFrom):
+        return any((a.asname or a.name) == name for a in statement.names)
+    for handler in getattr(statement, "handlers", ()):
+        if handler.name == name:
+            return True
+    for expression in _own_expressions(statement):
+        for node in ast.walk(expression):
+            if isinstance(node, ast.Name) and node.id == name and not isinstance(node.ctx, ast.Load):
+                return True
+            if isinstance(node, ast.arg) and node.arg == name:
+                return True
+            if isinstance(node, (ast.MatchAs, ast.MatchStar)) and node.name == name:
+                return True
+            if isinstance(node, ast.MatchMapping) and node.rest == name:
+                return True
+    if isinstance(statement, _FUNCTIONS):
+        arguments = statement.args
+        every = [*arguments.posonlyargs, *arguments.args, *arguments.kwonlyargs, arguments.vararg, arguments.kwarg]
+        return any(a is not None and a.arg == name for a in every)
+    return False
+
+
+# --- which top-level definitions the analysis of the kept ones can reach ----------------------------
+
+
+class _Names:
+    """Module-level bindings, by name: how each name is bound at module level."""
+
+    TORCH_IMPORT, IMPORT, DEFINITION, OTHER = "torch-import", "import", "definition", "other"
+
+    def __init__(self, tree: ast.Module) -> None:
+        self.kinds: dict[str, set[str]] = {}
+        self.bound_by: dict[str, list[int]] = {}  # name -> indexes of the top-level statements binding it
+        for index, statement in enumerate(tree.body):
+            if isinstance(statement, _DEFINITIONS):
+                self._add(statement.name, self.DEFINITION, index)
+                continue
+            for node in ast.walk(statement):
+                if isinstance(node, ast.Name) and not isinstance(node.ctx, ast.Load):
+                    self._add(node.id, self.OTHER, index)
+                elif isinstance(node, ast.Import):
+                    for alias in node.names:
+                        torch = alias.name == "torch" or alias.name.startswith("torch.")
+                        self._add(alias.asname or alias.name.split(".")[0], self.TORCH_IMPORT if torch else self.IMPORT, index)
+                elif isinstance(node, ast.ImportFrom):
+                    module = node.module or ""
+                    torch = node.level == 0 and (module == "torch" or module.startswith("torch."))
+                    for alias in node.names:
+                        self._add(alias.asname or alias.name, self.TORCH_IMPORT if torch else self.IMPORT, index)
+                elif isinstance(node, _DEFINITIONS):
+                    self._add(node.name, self.DEFINITION, index)
+                elif isinstance(node, ast.ExceptHandler) and node.name:
+                    self._add(node.name, self.OTHER, index)
+                elif isinstance(node, (ast.MatchAs, ast.MatchStar)) and node.name:
+                    self._add(node.name, self.OTHER, index)
+                elif isinstance(node, ast.MatchMapping) and node.rest:
+                    self._add(node.rest, self.OTHER, index)
+
+    def _add(self, name: str, kind: str, index: int) -> None:
+        self.kinds.setdefault(name, set()).add(kind)
+        self.bound_by.setdefault(name, []).append(index)
+
+    def torch_only(self, name: str) -> bool:
+        return self.kinds.get(name) == {self.TORCH_IMPORT}
+
+
+def _traced_names(root: ast.AST, names: _Names) -> set[str]:
+    """Module-level names ``root`` uses where an analysis may follow them to other definitions.
+
+    The hazard analysis looks at every use of a module-level name it traces (a read by an
+    op that saves its input, ``requires_grad_()``), wherever that use is. It traces the
+    targets of writes and the values they were bound from; never a callee, an annotation,
+    or the object of an attribute other than a view, an in-place method or ``.data``.
+    """
+    found: set[str] = set()
+    kinds = names.kinds
+    stack: list[ast.AST] = [root]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, ast.Name):
+            if node.id in kinds:
+                found.add(node.id)
+            continue
+        skip: tuple = _ANNOTATION_FIELDS.get(type(node), ())  # type: ignore[assignment]
+        for name, value in ast.iter_fields(node):
+            if name in skip:
+                continue
+            if isinstance(value, list):
+                stack.extend(item for item in value if isinstance(item, ast.AST))
+            elif isinstance(value, ast.AST):
+                if isinstance(node, ast.Call) and name == "func" and isinstance(value, ast.Name):
+                    continue
+                if isinstance(node, ast.Attribute) and isinstance(value, ast.Name):
+                    if node.attr not in TRACED_ATTRIBUTES:
+                        continue
+                    if names.torch_only(value.id) and node.attr != "data":
+                        continue  # `torch.relu_(x)`, `torch.view(x)`: torch functions, which trace their arguments
+                stack.append(value)
+    return found
+
+
+def plan(source: str, rules: Sequence[Rule], keep_silenced: bool = False, focus: bool = True,
+         tree: Optional[ast.Module] = None) -> Optional[Plan]:
+    """None when no statement holds a construct any of ``rules`` reports; else what to analyse.
+
+    Raises SyntaxError or ValueError where ``ast.parse`` does (pass ``tree`` if it is parsed).
+    """
+    if tree is None:
+        tree = ast.parse(source)
+    units = len(tree.body)
+    lines = source.count("\n") + 1
+    if any(rule.code not in KNOWN_RULES for rule in rules):
+        return Plan(source, source, 0, units, units, lines)  # a rule this module knows nothing about
+    planner = _Planner(source, tree, rules, keep_silenced)
+    planner.find(rules)
+    if not planner.candidates:
+        return None
+    whole = Plan(source, source, len(planner.candidates), units, units, lines)
+    if not focus or planner.has_global():
+        return whole
+    return _focused(planner, whole) or whole
+
+
+def _focused(planner: _Planner, whole: Plan) -> Optional[Plan]:
+    tree, source = planner.tree, planner.source
+    body = tree.body
+    definitions = [i for i, s in enumerate(body) if isinstance(s, _DEFINITIONS)]
+    kept = {i for i in range(len(body)) if not isinstance(body[i], _DEFINITIONS)}
+    sites = {index for index, _ in planner.candidates}
+    if sites >= set(definitions):
+        return None
+    offsets = _line_offsets(source)
+    names = _Names(tree)
+
+    def unit_text(index: int) -> str:
+        statement = body[index]
+        return source[offsets[_first_line(statement) - 1]:offsets[min(statement.end_lineno or statement.lineno, len(offsets) - 1)]]
+
+    texts: dict[int, str] = {}
+
+    def mentions(index: int, pattern: re.Pattern[str]) -> bool:
+        if index not in texts:
+            texts[index] = unit_text(index)
+        return pattern.search(texts[index]) is not None
+
+    # A site in a definition traces a module-level name only to its uses between the binding that
+    # reaches the site and the site (hazard._uses); a site in module-level code follows every use.
+    kept |= sites
+    queue: list[tuple[int, bool]] = [(index, isinstance(body[index], _DEFINITIONS)) for index in sorted(sites)]
+    seen: set[tuple[int, bool]] = set()
+    while queue:
+        index, bounded = queue.pop()
+        if (index, bounded) in seen:
+            continue
+        seen.add((index, bounded))
+        pending = _traced_names(body[index], names)
+        done: set[str] = set()
+        while pending:
+            name = pending.pop()
+            if name in done:
+                continue
+            done.add(name)
+            bindings = names.bound_by.get(name, [])
+            if bounded:
+                latest = max((i for i in bindings if i < index), default=-1)
+                window = range(latest + 1, index)
+                if latest >= 0 and not isinstance(body[latest], _DEFINITIONS):
+                    pending |= _traced_names(body[latest], names) - done  # the value it was bound from
+            else:
+                window = range(len(body))
+                for i in bindings:
+                    if not isinstance(body[i], _DEFINITIONS):
+                        pending |= _traced_names(body[i], names) - done
+            pattern = re.compile(_word(name))
+            for other in window:
+                if other not in kept and isinstance(body[other], _DEFINITIONS) and mentions(other, pattern):
+                    kept.add(other)
+                    queue.append((other, True))
+    if planner.codes & {"GF103", "GF104"} and any(c.code in ("GF103", "GF104") for _, c in planner.candidates):
+        kept.update(i for i in definitions if i not in kept and FRESH_NAME_PATTERN.search(unit_text(i)))
+    left_out = [i for i in definitions if i not in kept]
+    if not left_out:
+        return None
+    marker = "gradfix-focus-"
+    while marker in source:
+        marker += "x"
+    stubs = []
+    for number, index in enumerate(left_out):
+        stub = _stub(body[index], source, offsets, f"{marker}{number}")
+        if stub is not None:
+            stubs.append(stub)
+    if not stubs:
+        return None
+    pieces = []
+    position = 0
+    for stub in stubs:
+        pieces.append(source[position:stub.start])
+        pieces.append(stub.text)
+        position = stub.end
+    pieces.append(source[position:])
+    stubbed = {stub.start for stub in stubs}
+    kept_lines = sum(
+        (s.end_lineno or s.lineno) - _first_line(s) + 1 for s in body if offsets[_first_line(s) - 1] not in stubbed
+    )
+    return Plan(source, "".join(pieces), whole.candidates, whole.units, whole.units - len(stubs), kept_lines, stubs)
+
+
+_DEF_LINE = re.compile(r"(?:async[ \t]+)?def[ \t]+(\w+)|class[ \t]+(\w+)")
+
+
+def _stub(statement: ast.stmt, source: str, offsets: list[int], marker: str) -> Optional[_Stub]:
+    """Blank lines for the definition, and ``def name(): pass`` on its ``def`` line."""
+    first, keyword, last = _first_line(statement), statement.lineno, statement.end_lineno or statement.lineno
+    start, end = offsets[first - 1], offsets[min(last, len(offsets) - 1)]
+    text = source[start:end]
+    lines = _LINE.findall(text)
+    if len(lines) != last - first + 1:
+        return None
+    header = lines[keyword - first]
+    match = _DEF_LINE.match(header)
+    if match is None or (match.group(1) or match.group(2)) != statement.name:
+        return None  # the name is not on the keyword's line: keep the definition
+    suffix = ": pass" if isinstance(statement, ast.ClassDef) else "(): pass"
+    stub_line = f"{match.group(0)}{suffix}  # {marker}"
+    pieces = []
+    for number, line in enumerate(lines):
+        ending = line[len(line.rstrip("\r\n")):]
+        pieces.append((stub_line if number == keyword - first else "") + ending)
+    return _Stub(start, end, "".join(pieces), stub_line)

@@ -1,0 +1,564 @@
+"""The pre-screen (codemods/prescreen.py) changes how much libcst reads, never what is found.
+
+Every test compares the focused analysis (the default) with ``focus=False``, which runs every
+rule over the whole file with libcst: findings, fixed text, fixes counted, remaining findings
+and errors must be identical.
+"""
+
+from __future__ import annotations
+
+import os
+import textwrap
+from pathlib import Path
+
+import pytest
+from fixture_files import all_fixtures
+
+from gradfix.codemods import ALL_RULES, Level, SourceSyntaxError, check_source, fix_source
+from gradfix.codemods import prescreen
+from gradfix.codemods.engine import select_rules
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def src(text: str) -> str:
+    return textwrap.dedent(text).lstrip("\n")
+
+
+def outcome(call, *args, **kwargs):
+    try:
+        return call(*args, **kwargs)
+    except SourceSyntaxError as error:
+        return ("syntax error", error.message, error.line, error.col)
+
+
+def check_both(source: str, **kwargs) -> list:
+    focused = outcome(check_source, source, "mod.py", **kwargs)
+    whole = outcome(check_source, source, "mod.py", focus=False, **kwargs)
+    assert focused == whole
+    return whole
+
+
+def fix_both(source: str, **kwargs):
+    focused = outcome(fix_source, source, "mod.py", **kwargs)
+    whole = outcome(fix_source, source, "mod.py", focus=False, **kwargs)
+    assert focused == whole
+    return whole
+
+
+def assert_same(source: str, fix_modes=((False, Level.ERROR), (True, Level.WARNING))) -> None:
+    for keep_silenced in (False, True):
+        check_both(source, keep_silenced=keep_silenced)
+    for unsafe, level in fix_modes:
+        fix_both(source, unsafe_fixes=unsafe, level=level)
+
+
+def planned(source: str, keep_silenced: bool = False):
+    return prescreen.plan(source, select_rules(), keep_silenced)
+
+
+# --- the shipped examples and fixtures -----------------------------------------------------------------
+
+FIXTURES = all_fixtures()
+
+
+@pytest.mark.parametrize("fixture", FIXTURES, ids=[f.id for f in FIXTURES])
+def test_fixture_same_as_whole_file(fixture):
+    source = fixture.path.read_text(encoding="utf-8")
+    assert_same(source, fix_modes=((False, Level.ERROR), (fixture.unsafe_fixes, fixture.fix_options["level"]),
+                                   (True, Level.WARNING)))
+    if fixture.fixed_path is not None:
+        check_both(fixture.fixed_path.read_text(encoding="utf-8"), keep_silenced=True)
+
+
+EXAMPLES = [(rule, index, example) for rule in ALL_RULES for index, example in enumerate(rule.examples)]
+
+
+@pytest.mark.parametrize("rule,index,example", EXAMPLES, ids=[f"{r.code}-{i}" for r, i, _ in EXAMPLES])
+def test_rule_example_same_as_whole_file(rule, index, example):
+    for text in (example.before, example.after or example.before):
+        for select in ((), (rule.code,)):
+            for keep_silenced in (False, True):
+                check_both(text, select=select, keep_silenced=keep_silenced)
+    fix_both(example.before, select=(rule.code,), unsafe_fixes=example.unsafe_fixes,
+             level=Level.WARNING if example.fix_warnings else Level.ERROR)
+
+
+# --- definitions left out, and what they must still provide ------------------------------------------
+
+ALIASES = src("""
+    import torch
+    import torch.nn.functional as F
+    from torch import relu_ as r
+
+    G = torch.nn.functional
+
+
+    def unrelated(a):
+        return a + 1
+
+
+    def f(x):
+        y = torch.sigmoid(x)
+        F.relu_(y)
+        G.relu_(y)
+        r(torch.exp(x))
+        return y
+
+
+    def later(z):
+        return z * 2
+""")
+
+MODULE_SEQUENTIAL = src("""
+    import torch
+    from torch import nn
+
+    block = nn.Sequential(nn.Linear(4, 4), nn.Sigmoid(), nn.ReLU(inplace=True))
+    act = nn.ReLU(inplace=True)
+
+
+    def other():
+        return 1
+
+
+    def run(x):
+        h = torch.sigmoid(x)
+        return act(block(h))
+
+
+    def unrelated(q):
+        return q
+""")
+
+CLASS_MODULES = src("""
+    import torch
+    from torch import nn
+
+
+    class Helper:
+        def method(self):
+            return [1, 2]
+
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(4, 4)
+            self.act = nn.ReLU(inplace=True)
+            self.sig = nn.Sigmoid()
+            self.w = nn.Parameter(torch.ones(4))
+
+        def forward(self, x):
+            h = self.sig(self.fc(x))
+            h = self.act(h)
+            h.mul_(2)
+            self.w.data.mul_(0.5)
+            return h
+
+        class Inner:
+            def go(self, t):
+                t += 1
+                return t
+
+
+    def unrelated():
+        return Helper().method()
+""")
+
+DECORATORS = src("""
+    import functools
+    import torch
+
+
+    def deco(fn):
+        return fn
+
+
+    @deco
+    @functools.lru_cache(
+        maxsize=None,
+    )
+    def cached(n):
+        return n
+
+
+    @torch.no_grad()
+    def update(p, g):
+        p.add_(g)
+
+
+    @deco
+    def step(x):
+        y = torch.tanh(x)
+        y.add_(1)
+        return y
+
+
+    class Optim(torch.optim.Optimizer):
+        @torch.no_grad()
+        def step(self):
+            for p in self.params:
+                p.add_(1)
+
+
+    class Fn(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            x.mul_(2)
+            return x
+
+
+    def reset_parameters(w):
+        w.normal_()
+
+
+    def lam(x):
+        with torch.no_grad():
+            f = lambda: torch.sigmoid(x).mul_(2)
+        return f
+""")
+
+MAIN_AND_TYPE_CHECKING = src("""
+    from typing import TYPE_CHECKING
+
+    import torch
+
+    if TYPE_CHECKING:
+        from torch import Tensor
+
+
+    def helper(t: "Tensor") -> "Tensor":
+        return t * 2
+
+
+    def unrelated():
+        return 0
+
+
+    if __name__ == "__main__":
+        x = torch.randn(3, requires_grad=True)
+        y = torch.sigmoid(x)
+        y += 1
+        y.sum().backward()
+""")
+
+GLOBAL_TRACED = src("""
+    import torch
+
+    W = torch.randn(3)
+
+
+    def before(x):
+        return x
+
+
+    def uses(x):
+        return x @ W
+
+
+    def g(x):
+        W.add_(x)
+        return W
+
+
+    def after(x):
+        return x @ W
+""")
+
+GLOBAL_STATEMENT = src("""
+    import torch
+
+    state = None
+
+
+    def setup():
+        global state
+        state = torch.sigmoid(torch.randn(3))
+
+
+    def unrelated():
+        return 1
+
+
+    def g():
+        state.mul_(2)
+""")
+
+FRESH_NAME = src("""
+    import torch
+
+
+    def other():
+        h_value = 3
+        return h_value
+
+
+    def f(a, w):
+        h = torch.tanh(a)
+        h[1] = torch.tanh(h[0] @ w)
+        return h
+
+
+    def unrelated():
+        return 4
+""")
+
+IMPORT_ADDED = src("""
+    from torch import nn
+    import torch.nn.functional as F
+
+
+    def unrelated():
+        pass
+
+
+    class M(nn.Module):
+        def forward(self, x):
+            y = F.sigmoid(x)
+            y.zero_()
+            return y
+
+
+    def tail():
+        return 2
+""")
+
+TORCH_REBOUND = src("""
+    import torch
+
+
+    def f(torch, x):
+        with torch.no_grad():
+            y = x.exp()
+            y.add_(1)
+        return y
+
+
+    def unrelated():
+        return 3
+
+
+    def g(x):
+        with torch.no_grad():
+            y = x.exp()
+            y.add_(1)
+        return y
+""")
+
+FAR_ARGUMENTS = src("""
+    import torch
+    from torch import nn
+    from torch.nn import functional as Fn
+
+
+    def unrelated():
+        return 0
+
+
+    def f(a, b, c):
+        torch.add(a, b,  # the output
+                  out=c)
+        d = torch.sigmoid(a)
+        return Fn.relu(d, """ + " " * 250 + """True)
+
+
+    block = nn.Sequential(nn.Tanh(), nn.ReLU(
+        # a long comment that pushes the positional inplace flag far away from the call's name, far away
+        True))
+""")
+
+CASES = {
+    "aliases": ALIASES,
+    "module-sequential": MODULE_SEQUENTIAL,
+    "class-modules": CLASS_MODULES,
+    "decorators": DECORATORS,
+    "main-and-type-checking": MAIN_AND_TYPE_CHECKING,
+    "global-traced": GLOBAL_TRACED,
+    "global-statement": GLOBAL_STATEMENT,
+    "fresh-name": FRESH_NAME,
+    "import-added": IMPORT_ADDED,
+    "torch-rebound": TORCH_REBOUND,
+    "far-arguments": FAR_ARGUMENTS,
+}
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_synthetic_case_same_as_whole_file(name):
+    assert_same(CASES[name])
+
+
+@pytest.mark.parametrize("name", list(CASES))
+@pytest.mark.parametrize("newline", ["\r\n", "\r"])
+def test_line_endings_same_as_whole_file(name, newline):
+    assert_same(CASES[name].replace("\n", newline), fix_modes=((True, Level.WARNING),))
+
+
+def test_tabs_and_no_final_newline_same_as_whole_file():
+    source = CLASS_MODULES.replace("    ", "\t").rstrip("\n")
+    assert_same(source)
+    assert_same(ALIASES + "\n   \n  ")  # whitespace-only lines at the end, no final newline
+
+
+def test_cases_find_something_and_leave_definitions_out():
+    """The synthetic cases exercise focusing: findings exist and some definitions are stubs."""
+    for name in ("aliases", "module-sequential", "class-modules", "decorators", "global-traced", "fresh-name",
+                 "import-added", "torch-rebound", "far-arguments"):
+        source = CASES[name]
+        assert check_source(source, keep_silenced=True), name
+        plan = planned(source)
+        assert plan is not None and plan.focused, name
+
+
+def test_far_arguments_are_found():
+    codes = sorted(f.code for f in check_source(FAR_ARGUMENTS))
+    assert codes == ["GF105", "GF105", "GF106"], codes
+
+
+def test_traced_global_keeps_the_definition_that_reads_it():
+    plan = planned(GLOBAL_TRACED)
+    assert "def uses(): pass" not in plan.text and "return x @ W" in plan.text.split("def g")[0]  # uses() is kept
+    assert "def before(): pass" in plan.text and "def after(): pass" in plan.text
+    finding = check_source(GLOBAL_TRACED)[0]
+    assert finding.level is Level.ERROR and "(line 11)" in finding.message  # the read in uses()
+
+
+def test_global_statement_analyses_the_whole_file():
+    plan = planned(GLOBAL_STATEMENT)
+    assert plan is not None and not plan.focused
+
+
+def test_fresh_name_sees_names_in_left_out_definitions():
+    fixed = fix_source(FRESH_NAME, unsafe_fixes=True, level=Level.WARNING).source
+    assert "h_value_1 = torch.tanh(h[0] @ w)" in fixed
+
+
+def test_focused_text_keeps_every_kept_line_and_line_count():
+    plan = planned(CLASS_MODULES)
+    original, focused = CLASS_MODULES.splitlines(), plan.text.splitlines()
+    assert len(original) == len(focused)
+    assert "class Helper: pass" in focused[original.index("class Helper:")]
+    for before, after in zip(original, focused):
+        assert after == before or after == "" or "pass  # gradfix-focus-" in after
+
+
+def test_restore_puts_left_out_definitions_back_byte_for_byte():
+    source = IMPORT_ADDED.replace("\n", "\r\n")
+    plan = planned(source)
+    assert plan.focused and plan.restore(plan.text) == source
+    assert plan.restore(plan.text.replace("pass  # gradfix-focus-0", "pass")) is None
+    fixed = fix_source(source, unsafe_fixes=True).source
+    assert "import torch.nn.functional as F\r\nimport torch\r\n" in fixed and "def unrelated():\r\n    pass\r\n" in fixed
+
+
+def test_no_candidate_means_no_libcst(monkeypatch):
+    from gradfix.codemods import engine
+
+    def refuse(source):
+        raise AssertionError("libcst parse")
+
+    monkeypatch.setattr(engine, "parse", refuse)
+    source = src("""
+        import torch
+
+        class A:
+            def __init__(self):
+                self.counts = {}
+                self.counts["a"] = 1
+                self.w = torch.zeros(3)
+                self.w.add_(1)
+
+        def f(options, x):
+            options["scale"] = 2
+            return x.add(1)
+    """)
+    assert planned(source, keep_silenced=True) is not None  # silenced writes are candidates for --keep-silenced
+    assert check_source(source) == []
+    assert fix_source(source).source == source
+
+
+def test_syntax_error_in_a_left_out_definition_is_reported_as_cpython_does():
+    source = src("""
+        import torch
+
+        def f(x):
+            y = torch.sigmoid(x)
+            y.add_(1)
+            return y
+
+        def broken(:
+            pass
+    """)
+    with pytest.raises(SourceSyntaxError) as info:
+        check_source(source)
+    assert (info.value.message, info.value.line, info.value.col) == ("invalid syntax", 8, 12)
+    assert_same(source)
+    with pytest.raises(SourceSyntaxError):
+        fix_source(source)
+
+
+def test_bom_and_null_bytes_fail_as_before():
+    assert_same("\ufeffimport torch\nx = torch.ones(3)\nx.add_(1)\n")
+    assert_same("import torch\nx = 1\0\n")
+
+
+# --- the text patterns ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("text,pattern", [
+    ("x.add_(1)", prescreen.INPLACE_NAME),
+    ("x.t_()", prescreen.INPLACE_NAME),
+    ("x += 1", prescreen.AUGMENTED_ASSIGNMENT),
+    ("x **= 2", prescreen.AUGMENTED_ASSIGNMENT),
+    ("x <<= 2", prescreen.AUGMENTED_ASSIGNMENT),
+    ("w.data = v", prescreen.DATA_ATTRIBUTE),
+    ("w.  \\\n  data.mul_(2)", prescreen.DATA_ATTRIBUTE),
+    ("(x[0]  # c\n) = 1", prescreen.SUBSCRIPT_ASSIGNMENT),
+    ("nn.ReLU(True)", prescreen.INPLACE_TRUE),
+    ("F.relu(x, inplace = True)", prescreen.INPLACE_TRUE),
+    ("torch.add(a, b,  # c\n out=c)", prescreen.OUT_KEYWORD),
+])
+def test_text_patterns_find(text, pattern):
+    assert pattern.search(text)
+
+
+@pytest.mark.parametrize("text,pattern", [
+    ("def __init__(self):", prescreen.INPLACE_NAME),
+    ("x = y == z; a <= b; c >= d; e != f", prescreen.AUGMENTED_ASSIGNMENT),
+    ("x @= w", prescreen.AUGMENTED_ASSIGNMENT),
+    ("metadata = 1; self.database", prescreen.DATA_ATTRIBUTE),
+    ("x[0] == 1", prescreen.SUBSCRIPT_ASSIGNMENT),
+    ("Trueish = 1", prescreen.INPLACE_TRUE),
+    ("out = self.conv(x)\nout == y\nf(out_=1)", prescreen.OUT_KEYWORD),
+])
+def test_text_patterns_skip(text, pattern):
+    assert not pattern.search(text)
+
+
+def test_import_aliases_from_text():
+    text = "from torch import relu_ as r, (\n    clamp_  # comment\n    as c)\nimport torch.nn.functional as F\n"
+    assert prescreen.import_aliases(text, frozenset({"relu_", "clamp_"})) == {"r": {"relu_"}, "c": {"clamp_"}}
+
+
+# --- the installed torch -------------------------------------------------------------------------------
+
+
+@pytest.mark.corpus
+def test_torch_nn_same_as_whole_file():
+    """Focused and whole-file findings over torch/nn (also with silenced ones): no difference."""
+    import torch
+
+    root = Path(os.environ.get("GRADFIX_CORPUS", Path(torch.__file__).parent / "nn"))
+    files = sorted(root.rglob("*.py"))
+    compared = findings = 0
+    differences = []
+    for path in files:
+        source = path.read_bytes().decode("utf-8")
+        whole = outcome(check_source, source, str(path), keep_silenced=True, focus=False)
+        focused = outcome(check_source, source, str(path), keep_silenced=True)
+        compared += 1
+        findings += len(whole) if isinstance(whole, list) else 0
+        if whole != focused:
+            differences.append(str(path))
+    print(f"\n{compared} files, {findings} findings (silenced included), {len(differences)} differences")
+    assert not differences
