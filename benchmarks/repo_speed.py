@@ -8,9 +8,10 @@ folder outside any git repository: Fixit skips files that a ``.gitignore`` above
 them ignores, and a virtual environment usually is. Every tool gets the same
 explicit list of files, run from that folder so paths read ``torch/...``.
 
-gradfix runs from a snapshot of this source tree taken at the start (on
-``PYTHONPATH``), so that edits made meanwhile neither change what is measured nor
-invalidate the warm cache between the cold and the warm run.
+gradfix runs from a commit of this repository (``--rev``, default HEAD) unpacked
+on ``PYTHONPATH``: what is measured is a known revision, and edits made to the
+working tree meanwhile neither change it nor invalidate the warm cache between
+the cold and the warm run.
 
 Measured, one after the other on the same machine:
 
@@ -128,13 +129,20 @@ def copy_corpus(root: Path, target: Path) -> Path:
     return target / root.name
 
 
-def snapshot_gradfix(target: Path) -> Path:
-    """gradfix as installed (gradfix, gradfix.codemods, gradfix.verify), copied from this tree."""
-    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
-    shutil.copytree(ROOT / "gradfix", target / "gradfix", ignore=ignore)
-    shutil.copytree(ROOT / "codemods", target / "gradfix" / "codemods", ignore=ignore)
-    shutil.copytree(ROOT / "verify", target / "gradfix" / "verify", ignore=ignore)
-    return target
+def snapshot_gradfix(rev: str, target: Path) -> tuple[Path, str]:
+    """gradfix at ``rev`` laid out as installed (gradfix, gradfix.codemods, gradfix.verify); and the commit."""
+    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", rev], capture_output=True, text=True,
+                            check=True).stdout.strip()
+    raw = target / "raw"
+    raw.mkdir(parents=True)
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", commit, "gradfix", "codemods", "verify"],
+                             capture_output=True, check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(raw)], input=archive, check=True)
+    package = target / "site" / "gradfix"
+    shutil.move(raw / "gradfix", package)
+    shutil.move(raw / "codemods", package / "codemods")
+    shutil.move(raw / "verify", package / "verify")
+    return target / "site", commit
 
 
 def count_lines(paths: list[str], base: Path) -> int:
@@ -223,6 +231,7 @@ def main() -> int:
     parser.add_argument("--skip", default="", help=f"tools to leave out, from {', '.join(TOOLS[1:])}")
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds before a run is stopped")
     parser.add_argument("--gradfix-timeout", type=float, default=1800.0, help="seconds before a gradfix run is stopped")
+    parser.add_argument("--rev", default="HEAD", help="the gradfix commit to measure")
     parser.add_argument("--jobs", type=int, default=None, help="gradfix --jobs (default: gradfix's own default)")
     parser.add_argument("--env", type=Path, default=ROOT / "build" / "bench-peers", help="the peers' throwaway venv")
     parser.add_argument("--fresh", action="store_true", help="rebuild the peers' venv")
@@ -244,7 +253,8 @@ def main() -> int:
 def run_all(args, corpora: list[str], skip: set[str], bin_dir: Optional[Path], work: Path) -> int:
     root = copy_corpus(torch_root(), work / "corpus")
     base = root.parent
-    source = snapshot_gradfix(work / "gradfix-src")
+    source, commit = snapshot_gradfix(args.rev, work / "gradfix-src")
+    print(f"gradfix at {commit}", flush=True)
     gradfix_env = {**os.environ, "PYTHONPATH": str(source)}
     gradfix = [sys.executable, "-m", "gradfix", "check", "--exit-zero"] + (["--jobs", str(args.jobs)] if args.jobs else [])
     print(f"load before: {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} {os.getloadavg()[2]:.2f} (1, 5, 15 min); "
