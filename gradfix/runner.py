@@ -41,6 +41,8 @@ FILES_PER_WORKER = 4
 #: results (and memory) do not pile up.
 CHUNKS_IN_FLIGHT_PER_WORKER = 3
 MAX_CHUNK_FILES = 16
+#: About this many chunks per worker over a run: fine enough that workers finish together.
+CHUNKS_PER_WORKER = 64
 
 # PLAN computes fixes without writing them (``fix --verify`` writes what verifies).
 CHECK, FIX, DIFF, PLAN = "check", "fix", "diff", "plan"
@@ -173,11 +175,25 @@ def _pool_context():
 
 
 def _chunks(pending: list[tuple[str, str, int]], workers: int) -> deque[list[tuple[str, str]]]:
-    """Largest files first (the slowest finish early, not last), in chunks that shrink towards the end."""
+    """Largest files first (the slowest finish early, not last), grouped up to a share of the total bytes.
+
+    A large file travels alone; small files go in groups of up to MAX_CHUNK_FILES, so
+    that sending work and results back costs little next to the work itself.
+    """
     ordered = sorted(pending, key=lambda item: (-item[2], item[1]))
-    size = max(1, min(MAX_CHUNK_FILES, len(ordered) // (workers * 16)))
-    return deque([[(path, display) for path, display, _ in ordered[i : i + size]]
-                  for i in range(0, len(ordered), size)])
+    budget = max(1, sum(size for _, _, size in ordered) // (workers * CHUNKS_PER_WORKER))
+    chunks: deque[list[tuple[str, str]]] = deque()
+    chunk: list[tuple[str, str]] = []
+    filled = 0
+    for path, display, size in ordered:
+        if chunk and (filled + size > budget or len(chunk) >= MAX_CHUNK_FILES):
+            chunks.append(chunk)
+            chunk, filled = [], 0
+        chunk.append((path, display))
+        filled += size
+    if chunk:
+        chunks.append(chunk)
+    return chunks
 
 
 def _run_pool(pending, job: _Job, workers: int, finish: Callable[[FileOutcome], None], progress: "_Progress") -> None:

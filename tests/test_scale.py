@@ -653,3 +653,11 @@ def test_fix_exit_non_zero_on_fix_only_when_something_was_written(tmp_path):
     write(tmp_path / "a.py", SAFE)
     assert run("fix", "a.py", "--exit-non-zero-on-fix").exit_code == 1
     assert run("fix", "a.py", "--exit-non-zero-on-fix").exit_code == 0  # already fixed
+
+
+def test_a_large_file_travels_alone_and_small_files_in_groups():
+    pending = [("big.py", "big.py", 10_000_000)] + [(f"s{i}.py", f"s{i}.py", 100) for i in range(200)]
+    chunks = list(runner._chunks(pending, workers=2))
+    assert chunks[0] == [("big.py", "big.py")]
+    assert all(len(chunk) <= runner.MAX_CHUNK_FILES for chunk in chunks)
+    assert len(chunks) == 1 + 200 // runner.MAX_CHUNK_FILES + (200 % runner.MAX_CHUNK_FILES > 0)
