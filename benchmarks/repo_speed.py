@@ -165,13 +165,34 @@ def measure(tool: str, corpus: str, command: list[str], files: int, cwd: Path, t
     started = time.perf_counter()
     process = subprocess.Popen(command, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                start_new_session=True, env=env)
-    tree_peak = 0
     handle = psutil.Process(process.pid) if psutil else None
-    timed_out = False
-    status = rusage = None
+    status = None
+    os.set_blocking(process.stderr.fileno(), False)
+    try:
+        status, rusage, tree_peak, timed_out, errors = _wait(process, handle, psutil, started, timeout)
+    finally:
+        if process.returncode is None and status is None:  # interrupted: leave no tool running
+            try:
+                os.killpg(process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    wall = time.perf_counter() - started
+    process.returncode = os.waitstatus_to_exitcode(status)
+    exit_code = None if timed_out else process.returncode
+    note = ""
+    if exit_code not in (None, 0, 1):
+        tail = errors.decode(errors="replace").strip().splitlines()[-1:] or [""]
+        note = f"exit {exit_code}: {tail[0][:100]}"
+    return Measurement(tool, corpus, files, wall, timed_out, exit_code, rusage.ru_maxrss / 1024,
+                       max(tree_peak, rusage.ru_maxrss * 1024) / (1024 * 1024), note)
+
+
+def _wait(process, handle, psutil, started: float, timeout: float):
+    """Poll until the tool exits (or the timeout), sampling the tree's memory; (status, rusage, peak, timed out, stderr)."""
     stderr_file = process.stderr
-    os.set_blocking(stderr_file.fileno(), False)
     errors = b""
+    tree_peak = 0
+    timed_out = False
     while True:
         pid, status, rusage = os.wait4(process.pid, os.WNOHANG)
         if pid:
@@ -189,16 +210,8 @@ def measure(tool: str, corpus: str, command: list[str], files: int, cwd: Path, t
             _, status, rusage = os.wait4(process.pid, 0)
             break
         time.sleep(0.1)
-    wall = time.perf_counter() - started
     errors += stderr_file.read() or b""
-    process.returncode = os.waitstatus_to_exitcode(status)
-    exit_code = None if timed_out else process.returncode
-    note = ""
-    if exit_code not in (None, 0, 1):
-        tail = errors.decode(errors="replace").strip().splitlines()[-1:] or [""]
-        note = f"exit {exit_code}: {tail[0][:100]}"
-    return Measurement(tool, corpus, files, wall, timed_out, exit_code, rusage.ru_maxrss / 1024,
-                       max(tree_peak, rusage.ru_maxrss * 1024) / (1024 * 1024), note)
+    return status, rusage, tree_peak, timed_out, errors
 
 
 def _rss(process) -> int:
@@ -236,6 +249,7 @@ def main() -> int:
     parser.add_argument("--env", type=Path, default=ROOT / "build" / "bench-peers", help="the peers' throwaway venv")
     parser.add_argument("--fresh", action="store_true", help="rebuild the peers' venv")
     args = parser.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so that temporary folders are removed
     corpora = [c.strip() for c in args.corpus.split(",") if c.strip()]
     skip = {s.strip() for s in args.skip.split(",") if s.strip()}
     unknown = [c for c in corpora if c not in ("nn", "torch")] + [s for s in skip if s not in TOOLS[1:]]
