@@ -7,15 +7,14 @@ where statements can be hoisted).
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Iterable, Optional
 
 import libcst as cst
 from libcst.metadata import (
     CodeRange,
-    ParentNodeProvider,
     PositionProvider,
-    QualifiedNameProvider,
     QualifiedNameSource,
     Scope,
     ScopeProvider,
@@ -24,7 +23,10 @@ from libcst.metadata import (
 from .aliasing import AliasAnalysis, RebindVerdict
 from .tensors import TensorInference, TensorKind
 
-METADATA_PROVIDERS = (PositionProvider, QualifiedNameProvider, ScopeProvider, ParentNodeProvider)
+# Parents and qualified names are not resolved by libcst's providers: each of those is a full
+# visitor pass (a third of the metadata time); _parents walks the tree's fields directly, and
+# qualified names are asked of the node's scope when a rule wants them, as libcst's lazy values do.
+METADATA_PROVIDERS = (PositionProvider, ScopeProvider)
 
 # Expressions a statement can not be hoisted out of: doing so would change
 # when (or whether) the in-place call runs.
@@ -47,9 +49,9 @@ class RuleContext:
         self.module = wrapper.module
         resolved = wrapper.resolve_many(METADATA_PROVIDERS)
         self._positions = resolved[PositionProvider]
-        self._qualified = dict(resolved[QualifiedNameProvider])
         self._scopes = resolved[ScopeProvider]
-        self._parents = resolved[ParentNodeProvider]
+        self._qualified: dict[cst.CSTNode, object] = {}
+        self._parents = _parents(self.module)
         self._module_attributes: dict[int, dict[str, cst.Call]] = {}
         self._torch_name: Optional[str] = None
         self.tensors = TensorInference(
@@ -83,17 +85,20 @@ class RuleContext:
     def scope(self, node: cst.CSTNode) -> Optional[Scope]:
         return self._scopes.get(node)
 
+    def _qualified_of(self, node: cst.CSTNode):
+        value = self._qualified.get(node)
+        if value is None:
+            # What QualifiedNameProvider computes (lazily) for every node that has a scope.
+            scope = self._scopes.get(node)
+            value = self._qualified[node] = scope.get_qualified_names_for(node) if scope else ()
+        return value
+
     def qualified_names(self, node: cst.CSTNode) -> Iterable[str]:
-        value = self._qualified.get(node, ())
-        if not isinstance(value, (set, frozenset, list, tuple)):
-            value = value()  # libcst computes qualified names lazily
-            self._qualified[node] = value
-        return [q.name for q in value]
+        return [q.name for q in self._qualified_of(node)]
 
     def imported_names(self, node: cst.CSTNode) -> list[str]:
         """Qualified names of ``node`` that come from an import (``nn.init.normal_``)."""
-        self.qualified_names(node)  # resolve the lazy value
-        return [q.name for q in self._qualified.get(node, ()) if q.source is QualifiedNameSource.IMPORT]
+        return [q.name for q in self._qualified_of(node) if q.source is QualifiedNameSource.IMPORT]
 
     def torch_module_name(self) -> Optional[str]:
         """The name this module binds to ``torch`` at top level (``torch``, or ``T`` for ``import torch as T``)."""
@@ -220,6 +225,32 @@ class RuleContext:
                         modules[target.target.attr.value] = assign.value  # type: ignore[union-attr, assignment]
             self._module_attributes[key] = modules
         return self._module_attributes[key]
+
+
+_FIELDS: dict[type, tuple[str, ...]] = {}
+
+
+def _parents(module: cst.Module) -> dict[cst.CSTNode, cst.CSTNode]:
+    """Child -> parent for every node, as ParentNodeProvider gives, from the nodes' dataclass fields."""
+    parents: dict[cst.CSTNode, cst.CSTNode] = {}
+    stack: list[cst.CSTNode] = [module]
+    node_type = cst.CSTNode
+    while stack:
+        node = stack.pop()
+        names = _FIELDS.get(type(node))
+        if names is None:
+            names = _FIELDS[type(node)] = tuple(f.name for f in dataclasses.fields(node))
+        for name in names:
+            value = getattr(node, name)
+            if isinstance(value, node_type):
+                parents[value] = node
+                stack.append(value)
+            elif isinstance(value, (tuple, list)):
+                for item in value:
+                    if isinstance(item, node_type):
+                        parents[item] = node
+                        stack.append(item)
+    return parents
 
 
 def _self_assignments(cls: cst.ClassDef) -> Iterable[cst.Assign]:

@@ -38,6 +38,7 @@ from .aliasing import ALIASING_METHODS
 from .grad_context import AUTOGRAD_FUNCTION_METHODS, INITIALIZER_NAME, OPTIMIZER_METHODS
 from .inplace_signatures import FUNCTIONAL, INPLACE_MODULES
 from .optable import INPLACE_FUNCTIONS, INPLACE_METHODS, INPLACE_OPERATORS
+from .tensors import NON_TENSOR_ATTRIBUTES, NON_TENSOR_BUILTINS, TENSOR_ANNOTATIONS, TENSOR_ATTRIBUTES
 from .rule import Rule
 
 # --- text ---------------------------------------------------------------------------------------------
@@ -46,7 +47,7 @@ from .rule import Rule
 # with `\b` or a character class is ten to fifty times slower over a whole tree of sources.
 
 # Whitespace, line continuations and comments may separate the tokens of one construct.
-_GAP = r"[\s\\]*(?:#[^\r\n]*[\s\\]*)*"
+_GAP = r"[\s\\]*(?:#[^\r\n]*[\r\n][\s\\]*)*"  # a comment runs to its line's end: no backtracking
 
 
 def _word(name: str) -> str:
@@ -59,6 +60,13 @@ INPLACE_ARGUMENT_NAMES = frozenset(FUNCTIONAL) | frozenset(INPLACE_MODULES)
 GRAD_MODE_NAMES = frozenset({"no_grad", "inference_mode", "enable_grad", "set_grad_enabled"})
 # The rules whose constructs _Syntax knows; with any other rule selected the whole file is analysed.
 KNOWN_RULES = frozenset({"GF101", "GF102", "GF103", "GF104", "GF105", "GF106", "GF107"})
+
+
+@lru_cache(maxsize=1)
+def _mask_functions() -> frozenset[str]:
+    from .rules.gf104_subscript_assignment import BOOL_FUNCTIONS
+
+    return BOOL_FUNCTIONS | {"bool"}
 
 
 @lru_cache(maxsize=1)
@@ -76,13 +84,13 @@ INPLACE_NAME = re.compile(r"_(?!\w)(?<=[A-Za-z0-9]_)")
 #: GF103: the `data` attribute.
 DATA_ATTRIBUTE = re.compile(r"\." + _GAP + r"data(?!\w)")
 #: GF104: an assignment into a subscript: `] =` (also `(x[i]) =`).
-SUBSCRIPT_ASSIGNMENT = re.compile(r"\][\s)\\]*(?:#[^\r\n]*[\s)\\]*)*=(?!=)")
+SUBSCRIPT_ASSIGNMENT = re.compile(r"\][\s)\\]*(?:#[^\r\n]*[\r\n][\s)\\]*)*=(?!=)")
 #: GF105: `inplace=True`, or a `True` passed by position (`nn.ReLU(True)`).
 INPLACE_TRUE = re.compile(_word("inplace") + _GAP + "=" + _GAP + _word("True") + "|" + _word("True"))
 #: GF106: an `out=` keyword argument (not `out = ...`, not `out == ...`).
 OUT_KEYWORD = re.compile(r"[(,]" + _GAP + r"out(?!\w)" + _GAP + r"=(?!=)")
 
-_WORD_BEFORE = re.compile(r"(\w+)" + _GAP + r"\Z")
+_TRAILING_WORD = re.compile(r"\w+\Z")
 _WORD_AFTER = re.compile(_GAP + r"(\w+)")
 _AS = re.compile(r" as(?!\w)")
 _ANY_AS = re.compile(r"(?<![\w])as(?!\w)")
@@ -98,6 +106,23 @@ def text_candidate(source: str, rules: Sequence[Rule]) -> bool:
     return "torch" in source and any(rule.prescreen.search(source) for rule in rules)
 
 
+def _word_before(source: str, end: int) -> str:
+    """The word before ``end``, across whitespace, line continuations and comments.
+
+    Import statements hold no strings, so a ``#`` on the line starts a comment there.
+    """
+    text = source[max(0, end - 400):end]
+    while True:
+        text = text.rstrip(" \t\r\n\f\\")
+        line_start = max(text.rfind("\n"), text.rfind("\r")) + 1
+        hash_at = text.find("#", line_start)
+        if hash_at < 0:
+            break
+        text = text[:hash_at]
+    match = _TRAILING_WORD.search(text)
+    return match.group(0) if match else ""
+
+
 def import_aliases(source: str, wanted: frozenset[str]) -> dict[str, set[str]]:
     """``r`` -> {"relu_"} for ``from torch import relu_ as r``, for originals in ``wanted``.
 
@@ -107,12 +132,12 @@ def import_aliases(source: str, wanted: frozenset[str]) -> dict[str, set[str]]:
     unusual = "\tas" in source or "\nas" in source or "\ras" in source or "\\as" in source
     for match in (_ANY_AS if unusual else _AS).finditer(source):
         start = match.start() + (1 if match.group(0)[0] == " " else 0)
-        before = _WORD_BEFORE.search(source, max(0, start - 300), start)
-        if before is None or before.group(1) not in wanted:
+        before = _word_before(source, start)
+        if before not in wanted:
             continue
         after = _WORD_AFTER.match(source, match.end())
         if after is not None:
-            aliases.setdefault(after.group(1), set()).add(before.group(1))
+            aliases.setdefault(after.group(1), set()).add(before)
     return aliases
 
 
@@ -236,7 +261,8 @@ class _Syntax:
         self.aliases = aliases
         self.out_names = _out_function_names() if "GF106" in codes else frozenset()
 
-    def candidates(self, node: ast.AST) -> Iterator[_Candidate]:
+    def candidates(self, node: ast.AST, kinds: Optional["_Kinds"] = None) -> Iterator[_Candidate]:
+        """The rules that may report ``node``; ``kinds``: tensor-ness in its scope (None: anything may be one)."""
         codes = self.codes
         if isinstance(node, ast.AugAssign):
             if not isinstance(node.op, _INPLACE_AUGMENTED):
@@ -244,13 +270,13 @@ class _Syntax:
             target = node.target
             if "GF103" in codes and (_data_receiver(target) or _data_under_index(target)):
                 yield _Candidate("GF103", node.lineno, True)
-            if "GF101" in codes and not _chain_has(target, "data"):
-                if isinstance(target, ast.Subscript) or _is_assignable(target):
-                    yield _Candidate("GF101", node.lineno, True)
+            if "GF101" in codes and not _chain_has(target, "data") and self._augmented_may_write_tensor(node, kinds):
+                yield _Candidate("GF101", node.lineno, True)
         elif isinstance(node, ast.Assign):
             if "GF104" in codes:
                 for target in node.targets:
-                    if isinstance(target, ast.Subscript) and not _chain_has(target, "data") and not _string_key(target):
+                    if (isinstance(target, ast.Subscript) and not _chain_has(target, "data") and not _string_key(target)
+                            and self._index_write_may_be_tensor(node, target, kinds)):
                         yield _Candidate("GF104", node.lineno, True)
                         break
             if "GF103" in codes:
@@ -260,6 +286,37 @@ class _Syntax:
                     yield _Candidate("GF103", node.lineno, True)
         elif isinstance(node, ast.Call):
             yield from self._call(node)
+
+    @staticmethod
+    def _augmented_may_write_tensor(node: ast.AugAssign, kinds: Optional["_Kinds"]) -> bool:
+        """GF101's own tests: `kind is NOT_TENSOR or (kind is UNKNOWN and value is NOT_TENSOR)` report nothing."""
+        target = node.target
+        if isinstance(target, ast.Subscript):
+            if kinds is None:
+                return True
+            written = _subscript_root(target)
+            return kinds.may_be_tensor(written if written is not None else target.value) or kinds.may_be_tensor(node.value)
+        if not _is_assignable(target):
+            return False
+        return kinds is None or kinds.may_be_tensor(target) or not kinds.surely_number(node.value)
+
+    @staticmethod
+    def _index_write_may_be_tensor(node: ast.Assign, target: ast.Subscript, kinds: Optional["_Kinds"]) -> bool:
+        """GF104: a tensor, or a container with tensor evidence (a mask index, `[:, i]` with a tensor value)."""
+        if kinds is None:
+            return True
+        root = _subscript_root(target)
+        if kinds.may_be_tensor(root if root is not None else target.value):
+            return True
+        index = target.slice
+        elements = index.elts if isinstance(index, ast.Tuple) else [index]
+        if any(kinds.may_be_mask(e) for e in elements if not isinstance(e, ast.Slice)):
+            return True
+        array_index = len(elements) > 1 and any(
+            isinstance(e, ast.Slice) or (isinstance(e, ast.Constant) and (e.value is None or e.value is Ellipsis))
+            for e in elements
+        )
+        return array_index and not kinds.surely_number(node.value)
 
     def grad_buffer(self, node: ast.AST, code: str) -> bool:
         """Is the report's target surely a ``.grad`` buffer (a context that silences it)?"""
@@ -300,6 +357,14 @@ class _Syntax:
                 yield _Candidate("GF107", line, True)
 
 
+def _subscript_root(expr: ast.AST) -> Optional[ast.AST]:
+    """rewrite.subscript_root: ``x`` for ``x[i][j]``, ``self.buf`` for ``self.buf[i]``, None for ``f()[i]``."""
+    node = expr
+    while isinstance(node, ast.Subscript):
+        node = node.value
+    return node if _is_assignable(node) else None
+
+
 def _string_key(target: ast.Subscript) -> bool:
     """gf104._has_string_key, where the ast can tell: a single string index."""
     index = target.slice
@@ -337,6 +402,278 @@ def _inplace_argument_candidate(call: ast.Call, names: set[str]) -> Optional[boo
         if not any(0 <= i < len(positional) and _is_true(positional[i]) for i in indexes):
             return None
     return not modules
+
+
+# --- what surely is not a tensor ----------------------------------------------------------------------
+#
+# A conservative mirror of tensors.TensorInference: `may_be_tensor` is False only where that
+# inference surely answers NOT_TENSOR or UNKNOWN, `surely_number` only where it surely answers
+# NOT_TENSOR. GF101 and GF104 report nothing for `i += 1` on a non-tensor or `d[k] = v` on a
+# container without tensor evidence, which are most augmented and index assignments in real code.
+
+_NOT_TENSOR_NODES = (ast.List, ast.Tuple, ast.Dict, ast.Set, ast.ListComp, ast.SetComp, ast.DictComp,
+                     ast.GeneratorExp, ast.Lambda, ast.Compare, ast.JoinedStr)
+_NUMBER_METHODS = frozenset({"item", "tolist", "numel", "dim"})
+_PYTHON_COMPARISONS = (ast.In, ast.NotIn, ast.Is, ast.IsNot)
+_ELEMENTWISE = (ast.BitAnd, ast.BitOr, ast.BitXor)
+_ANY = "any"  # a binding that may hold a tensor
+_DEPTH = 12
+
+
+class _Binding:
+    __slots__ = ("how", "value", "extra")
+
+    def __init__(self, how: str, value: Optional[ast.AST] = None, extra: object = None) -> None:
+        self.how, self.value, self.extra = how, value, extra
+
+
+class _Scope:
+    """The bindings of one function or class body, by name (libcst's scope for a local name)."""
+
+    def __init__(self, owner: ast.AST) -> None:
+        self.names: dict[str, list[_Binding]] = {}
+        if isinstance(owner, _FUNCTIONS):
+            arguments = owner.args
+            for arg in [*arguments.posonlyargs, *arguments.args, arguments.vararg, *arguments.kwonlyargs, arguments.kwarg]:
+                if arg is not None:
+                    self._add(arg.arg, _Binding("param", arg.annotation))
+        stack: list[ast.AST] = list(owner.body)  # type: ignore[attr-defined]
+        while stack:
+            node = stack.pop()
+            if isinstance(node, _DEFINITIONS):
+                self._add(node.name, _Binding("other"))
+                # decorators, defaults and bases run in this scope; a walrus there binds here
+                stack.extend(node.decorator_list)
+                if isinstance(node, ast.ClassDef):
+                    stack.extend(node.bases)
+                    stack.extend(k.value for k in node.keywords)
+                else:
+                    stack.extend(d for d in [*node.args.defaults, *node.args.kw_defaults] if d is not None)
+                continue
+            if isinstance(node, ast.Lambda):
+                stack.extend(d for d in [*node.args.defaults, *node.args.kw_defaults] if d is not None)
+                continue
+            if isinstance(node, (ast.Global, ast.Nonlocal)):
+                for name in node.names:
+                    self._add(name, _Binding(_ANY))
+            elif isinstance(node, ast.Assign):
+                for target in node.targets:
+                    self._target(target, node.value, len(node.targets) == 1)
+            elif isinstance(node, ast.AugAssign):
+                if isinstance(node.target, ast.Name):
+                    self._add(node.target.id, _Binding("value", node.value))
+            elif isinstance(node, ast.AnnAssign):
+                if isinstance(node.target, ast.Name):
+                    self._add(node.target.id, _Binding("annotated", node.value, node.annotation))
+            elif isinstance(node, (ast.For, ast.AsyncFor)):
+                if isinstance(node.target, ast.Name):
+                    self._add(node.target.id, _Binding("for", node.iter))
+                else:
+                    for name in _names_in(node.target):
+                        self._add(name, _Binding("other"))  # unpacked loop targets: never a tensor there
+            elif isinstance(node, ast.NamedExpr) and isinstance(node.target, ast.Name):
+                self._add(node.target.id, _Binding("value", node.value))
+            elif isinstance(node, (ast.Import, ast.ImportFrom)):
+                for alias in node.names:
+                    self._add(alias.asname or alias.name.split(".")[0], _Binding("other"))
+            elif isinstance(node, ast.ExceptHandler) and node.name:
+                self._add(node.name, _Binding("other"))
+            elif isinstance(node, (ast.With, ast.AsyncWith)):
+                for item in node.items:
+                    if item.optional_vars is not None:
+                        for name in _names_in(item.optional_vars):
+                            self._add(name, _Binding("other"))
+            elif isinstance(node, (ast.MatchAs, ast.MatchStar)) and node.name:
+                self._add(node.name, _Binding("other"))
+            elif isinstance(node, ast.MatchMapping) and node.rest:
+                self._add(node.rest, _Binding("other"))
+            elif isinstance(node, (ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp)):
+                # the loop variables are the comprehension's own; a walrus inside binds here
+                stack.extend(n for n in ast.walk(node) if isinstance(n, ast.NamedExpr))
+                continue
+            stack.extend(ast.iter_child_nodes(node))
+
+    def _add(self, name: str, binding: _Binding) -> None:
+        self.names.setdefault(name, []).append(binding)
+
+    def _target(self, target: ast.AST, value: ast.AST, single: bool) -> None:
+        if isinstance(target, ast.Name):
+            self._add(target.id, _Binding("assign", value, single))
+        elif isinstance(target, (ast.Tuple, ast.List)):
+            for name in _names_in(target):
+                self._add(name, _Binding("unpacked", value))
+        elif isinstance(target, ast.Starred):
+            self._target(target.value, value, False)
+
+
+def _names_in(target: ast.AST) -> list[str]:
+    return [n.id for n in ast.walk(target) if isinstance(n, ast.Name)]
+
+
+class _Kinds:
+    """Tensor-ness of expressions in one scope, as far as the ast can tell without libcst."""
+
+    def __init__(self, scope: _Scope, aliases: dict[str, set[str]], imported: frozenset[str]) -> None:
+        self.scope = scope
+        self.aliases = aliases
+        self.imported = imported  # every word of every import statement: names whose meaning is an import
+        self._visiting: set[str] = set()
+
+    def may_be_tensor(self, expr: Optional[ast.AST], depth: int = 0) -> bool:
+        if expr is None:
+            return False
+        if depth > _DEPTH:
+            return True
+        if isinstance(expr, ast.Constant) or isinstance(expr, _NOT_TENSOR_NODES):
+            return False
+        if isinstance(expr, ast.Name):
+            return self._name_may_be_tensor(expr.id, depth)
+        if isinstance(expr, ast.BinOp):
+            return self.may_be_tensor(expr.left, depth + 1) or self.may_be_tensor(expr.right, depth + 1)
+        if isinstance(expr, ast.UnaryOp):
+            return not isinstance(expr.op, ast.Not) and self.may_be_tensor(expr.operand, depth + 1)
+        if isinstance(expr, ast.BoolOp):
+            return any(self.may_be_tensor(v, depth + 1) for v in expr.values)
+        if isinstance(expr, ast.IfExp):
+            return self.may_be_tensor(expr.body, depth + 1) or self.may_be_tensor(expr.orelse, depth + 1)
+        if isinstance(expr, ast.NamedExpr):
+            return self.may_be_tensor(expr.value, depth + 1)
+        if isinstance(expr, ast.Subscript):
+            return self.may_be_tensor(expr.value, depth + 1)
+        if isinstance(expr, ast.Attribute):
+            return expr.attr in TENSOR_ATTRIBUTES and self.may_be_tensor(expr.value, depth + 1)
+        if isinstance(expr, ast.Call):
+            return not self.surely_number(expr)
+        return False  # TensorInference answers UNKNOWN for anything else (await, starred, ...)
+
+    def _name_may_be_tensor(self, name: str, depth: int) -> bool:
+        if name in ("True", "False", "None"):
+            return False
+        bindings = self.scope.names.get(name)
+        if bindings is None:
+            return True  # bound in an enclosing scope: not looked at here
+        if name in self._visiting:
+            return False  # a cycle (x = x + 1): the other bindings decide, as in TensorInference
+        self._visiting.add(name)
+        try:
+            return any(self._binding_may_be_tensor(b, depth + 1) for b in bindings)
+        finally:
+            self._visiting.discard(name)
+
+    def _binding_may_be_tensor(self, binding: _Binding, depth: int) -> bool:
+        how = binding.how
+        if how == "param":
+            return binding.value is not None and _mentions_tensor_annotation(binding.value)
+        if how in ("assign", "value"):
+            return self.may_be_tensor(binding.value, depth)
+        if how == "unpacked":
+            value = binding.value
+            if isinstance(value, (ast.Tuple, ast.List)):
+                return any(self.may_be_tensor(e.value if isinstance(e, ast.Starred) else e, depth) for e in value.elts)
+            return self.may_be_tensor(value, depth)
+        if how == "annotated":
+            return _mentions_tensor_annotation(binding.extra) or self.may_be_tensor(binding.value, depth)  # type: ignore[arg-type]
+        if how == "for":
+            iterable = binding.value
+            if isinstance(iterable, ast.Call) and isinstance(iterable.func, ast.Name) and iterable.func.id == "range":
+                return False
+            return self.may_be_tensor(iterable, depth)
+        if how == "other":
+            return False
+        return True
+
+    def surely_number(self, expr: ast.AST, depth: int = 0) -> bool:
+        """TensorInference surely answers NOT_TENSOR (a number, a string, a container...)."""
+        if depth > _DEPTH:
+            return False
+        if isinstance(expr, ast.Constant):
+            return expr.value is not Ellipsis
+        if isinstance(expr, _NOT_TENSOR_NODES):
+            return True
+        if isinstance(expr, ast.UnaryOp):
+            return isinstance(expr.op, ast.Not) or self.surely_number(expr.operand, depth + 1)
+        if isinstance(expr, ast.BinOp):
+            return self.surely_number(expr.left, depth + 1) and self.surely_number(expr.right, depth + 1)
+        if isinstance(expr, ast.BoolOp):
+            return all(self.surely_number(v, depth + 1) for v in expr.values)
+        if isinstance(expr, ast.IfExp):
+            return self.surely_number(expr.body, depth + 1) and self.surely_number(expr.orelse, depth + 1)
+        if isinstance(expr, ast.Attribute):
+            return expr.attr in NON_TENSOR_ATTRIBUTES
+        if isinstance(expr, ast.Call):
+            func = expr.func
+            if isinstance(func, ast.Name):
+                return func.id in NON_TENSOR_BUILTINS and func.id not in self.imported
+            if isinstance(func, ast.Attribute) and func.attr in _NUMBER_METHODS:
+                root = func.value
+                while isinstance(root, (ast.Attribute, ast.Subscript, ast.Call)):
+                    root = root.func if isinstance(root, ast.Call) else root.value
+                return not (isinstance(root, ast.Name) and root.id in self.imported)
+        return False
+
+    def may_be_mask(self, expr: ast.AST, depth: int = 0) -> bool:
+        """gf104.is_boolean_mask may answer True."""
+        if depth > 4:
+            return False
+        if isinstance(expr, ast.Compare):
+            if any(isinstance(op, _PYTHON_COMPARISONS) for op in expr.ops):
+                return False
+            return not all(self.surely_number(o) for o in [expr.left, *expr.comparators])
+        if isinstance(expr, ast.UnaryOp) and isinstance(expr.op, ast.Invert):
+            return isinstance(expr.operand, ast.Name) or self.may_be_mask(expr.operand, depth + 1)
+        if isinstance(expr, ast.BinOp) and isinstance(expr.op, _ELEMENTWISE):
+            return self.may_be_mask(expr.left, depth + 1) and self.may_be_mask(expr.right, depth + 1)
+        if isinstance(expr, ast.Call):
+            return bool(_callee_names(expr.func, self.aliases) & _mask_functions())
+        if isinstance(expr, ast.Name):
+            bindings = self.scope.names.get(expr.id)
+            if bindings is None:
+                return True
+            if len(bindings) != 1 or bindings[0].how != "assign" or not bindings[0].extra:
+                return False  # gf104._single_binding: one plain assignment, else no mask
+            return self.may_be_mask(bindings[0].value, depth + 1)  # type: ignore[arg-type]
+        return False
+
+
+def _mentions_tensor_annotation(annotation: ast.AST) -> bool:
+    for node in ast.walk(annotation):
+        if isinstance(node, ast.Name) and node.id in TENSOR_ANNOTATIONS:
+            return True
+        if isinstance(node, ast.Attribute) and node.attr in TENSOR_ANNOTATIONS:
+            return True
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and any(t in node.value for t in TENSOR_ANNOTATIONS):
+            return True
+    return False
+
+
+_IMPORT = re.compile(_word("import"))
+
+
+def imported_words(source: str) -> frozenset[str]:
+    """Every word of every import statement (to the closing parenthesis or the line's end)."""
+    words: set[str] = set()
+    for match in _IMPORT.finditer(source):
+        end = match.end()
+        rest = source[end:end + 400]
+        stripped = rest.lstrip(" \t\\")
+        if stripped.startswith("("):
+            close = rest.find(")")
+            region = rest if close < 0 else rest[:close]
+        else:
+            region = rest
+            position = 0
+            while True:
+                newline = min((i for i in (region.find("\n", position), region.find("\r", position)) if i >= 0), default=-1)
+                if newline < 0:
+                    break
+                if region[:newline].rstrip(" \t").endswith("\\"):
+                    position = newline + 1
+                    continue
+                region = region[:newline]
+                break
+        words.update(re.findall(r"\w+", region))
+    # `from torch import x` names the module before the keyword; only the bound names matter.
+    return frozenset(words)
 
 
 # --- where autograd surely does not record ----------------------------------------------------------
@@ -588,6 +925,8 @@ class _Planner:
         self.aliases = import_aliases(source, INPLACE_FUNCTION_NAMES | INPLACE_ARGUMENT_NAMES | GRAD_MODE_NAMES
                                       | (_out_function_names() if "GF106" in self.codes else frozenset()))
         self.syntax = _Syntax(self.codes, self.aliases)
+        self.scopes: dict[int, _Kinds] = {}
+        self.imported: Optional[frozenset[str]] = None
         self.blocks: dict[int, _Block] = {}
         self.walked: set[int] = set()
         self.candidates: list[tuple[int, _Candidate]] = []  # (top-level index, candidate)
@@ -672,18 +1011,31 @@ class _Planner:
         statement = path[-1]
         top = self.module_index[id(path[0])]
         syntax = self.syntax
+        kinds = self._kinds(path) if isinstance(statement, (ast.Assign, ast.AugAssign)) else None
         # (node, inside a lambda) for the statement and every expression node it holds itself
         stack: list[tuple[ast.AST, bool]] = [(statement, False)]
         stack.extend((e, False) for e in _own_expressions(statement))
         while stack:
             node, in_lambda = stack.pop()
-            for candidate in syntax.candidates(node):
+            for candidate in syntax.candidates(node, kinds if node is statement else None):
                 if not self._silenced(candidate, node, path, in_lambda):
                     self.candidates.append((top, candidate))
             if node is statement:
                 continue
             nested = in_lambda or isinstance(node, ast.Lambda)
             stack.extend((child, nested) for child in ast.iter_child_nodes(node))
+
+    def _kinds(self, path: list[ast.stmt]) -> Optional[_Kinds]:
+        """Tensor-ness in the function or class body that holds the statement; None at module level."""
+        owner = next((s for s in reversed(path[:-1]) if isinstance(s, _DEFINITIONS)), None)
+        if owner is None:
+            return None
+        kinds = self.scopes.get(id(owner))
+        if kinds is None:
+            if self.imported is None:
+                self.imported = imported_words(self.source)
+            kinds = self.scopes[id(owner)] = _Kinds(_Scope(owner), self.aliases, self.imported)
+        return kinds
 
     def _silenced(self, candidate: _Candidate, node: ast.AST, path: list[ast.stmt], in_lambda: bool) -> bool:
         if self.keep_silenced or not candidate.silenceable:

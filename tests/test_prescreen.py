@@ -368,7 +368,95 @@ FAR_ARGUMENTS = src("""
         True))
 """)
 
+KINDS = src("""
+    import torch
+    from torch import Tensor
+
+
+    def annotated(x: Tensor, k: int):
+        total = 0
+        total = total + x
+        total += 1
+        k += 1
+        return total
+
+
+    def annotated_local(a):
+        h: Tensor = a.exp()
+        h += 1
+        n: int = 0
+        n += 1
+        return h
+
+
+    def loops(x):
+        for t in torch.sigmoid(x):
+            t += 1
+        for i in range(3):
+            i += 1
+        for j, u in enumerate(x):
+            j += 1
+            u += 1
+        return x
+
+
+    def unpacked(x):
+        a, b = torch.chunk(torch.tanh(x), 2)
+        a += 1
+        c, d = 0, torch.exp(x)
+        d += 1
+        c += 1
+        p = q = torch.sigmoid(x)
+        p += 1
+        if (n := torch.exp(x)) is not None:
+            n += 1
+        return a, b, d, p, q
+
+
+    def containers(x, buffers, m):
+        d = {}
+        mask = x > 0
+        d[mask] = 0
+        buffers[mask] = 0
+        buffers[:, 0] = x
+        buffers[:, 1] = 0
+        counts = [0, 0]
+        counts[0] += 1
+        key = m.bool()
+        buffers[key] = 1
+        buffers[~m] = 2
+        buffers[m & mask] = 3
+        self_len = len(x)
+        self_len += 1
+        return d
+
+
+    def closures(x):
+        acc = torch.exp(x)
+
+        def inner():
+            nonlocal acc
+            acc += 1
+
+        inner()
+        return acc
+
+
+    class Holder:
+        scale = torch.ones(3)
+        scale += 1
+        count = 0
+        count += 1
+
+        def method(self, x):
+            self.count += 1
+            self.total += x
+            self.buf[x > 0] = 0
+            return x
+""")
+
 CASES = {
+    "kinds": KINDS,
     "aliases": ALIASES,
     "module-sequential": MODULE_SEQUENTIAL,
     "class-modules": CLASS_MODULES,
