@@ -864,7 +864,7 @@ class Plan:
     candidates: int
     units: int  # top-level statements
     kept_units: int
-    kept_lines: int
+    kept_lines: int  # lines that are not blank in ``text``
     stubs: list[_Stub] = field(default_factory=list)
 
     @property
@@ -930,6 +930,8 @@ class _Planner:
         self.blocks: dict[int, _Block] = {}
         self.walked: set[int] = set()
         self.candidates: list[tuple[int, _Candidate]] = []  # (top-level index, candidate)
+        self.class_members: dict[int, set[int]] = {}  # top-level class -> ids of its methods with candidates
+        self.whole_classes: set[int] = set()  # classes with a candidate outside any method
         self.module_block = _Block(tree.body)
         self._lines: Optional[list[int]] = None
         self.grad = _GradContext(self._torch_resolved(), self.aliases) if not keep_silenced else None
@@ -1020,10 +1022,21 @@ class _Planner:
             for candidate in syntax.candidates(node, kinds if node is statement else None):
                 if not self._silenced(candidate, node, path, in_lambda):
                     self.candidates.append((top, candidate))
+                    self._member(path)
             if node is statement:
                 continue
             nested = in_lambda or isinstance(node, ast.Lambda)
             stack.extend((child, nested) for child in ast.iter_child_nodes(node))
+
+    def _member(self, path: list[ast.stmt]) -> None:
+        """Note the method of a top-level class that holds a candidate (or that the class itself does)."""
+        if not isinstance(path[0], ast.ClassDef):
+            return
+        top = self.module_index[id(path[0])]
+        if len(path) > 1 and isinstance(path[1], _FUNCTIONS):
+            self.class_members.setdefault(top, set()).add(id(path[1]))
+        else:
+            self.whole_classes.add(top)  # in the class body or header itself
 
     def _kinds(self, path: list[ast.stmt]) -> Optional[_Kinds]:
         """Tensor-ness in the function or class body that holds the statement; None at module level."""
@@ -1196,7 +1209,7 @@ def plan(source: str, rules: Sequence[Rule], keep_silenced: bool = False, focus:
     if tree is None:
         tree = ast.parse(source)
     units = len(tree.body)
-    lines = source.count("\n") + 1
+    lines = _code_lines(source)
     if any(rule.code not in KNOWN_RULES for rule in rules):
         return Plan(source, source, 0, units, units, lines)  # a rule this module knows nothing about
     planner = _Planner(source, tree, rules, keep_silenced)
@@ -1215,8 +1228,6 @@ def _focused(planner: _Planner, whole: Plan) -> Optional[Plan]:
     definitions = [i for i, s in enumerate(body) if isinstance(s, _DEFINITIONS)]
     kept = {i for i in range(len(body)) if not isinstance(body[i], _DEFINITIONS)}
     sites = {index for index, _ in planner.candidates}
-    if sites >= set(definitions):
-        return None
     offsets = _line_offsets(source)
     names = _Names(tree)
 
@@ -1234,6 +1245,7 @@ def _focused(planner: _Planner, whole: Plan) -> Optional[Plan]:
     # A site in a definition traces a module-level name only to its uses between the binding that
     # reaches the site and the site (hazard._uses); a site in module-level code follows every use.
     kept |= sites
+    traced_all: set[str] = set()
     queue: list[tuple[int, bool]] = [(index, isinstance(body[index], _DEFINITIONS)) for index in sorted(sites)]
     seen: set[tuple[int, bool]] = set()
     while queue:
@@ -1259,22 +1271,28 @@ def _focused(planner: _Planner, whole: Plan) -> Optional[Plan]:
                 for i in bindings:
                     if not isinstance(body[i], _DEFINITIONS):
                         pending |= _traced_names(body[i], names) - done
+            traced_all.add(name)
             pattern = re.compile(_word(name))
             for other in window:
                 if other not in kept and isinstance(body[other], _DEFINITIONS) and mentions(other, pattern):
                     kept.add(other)
                     queue.append((other, True))
-    if planner.codes & {"GF103", "GF104"} and any(c.code in ("GF103", "GF104") for _, c in planner.candidates):
+    fresh = bool(planner.codes & {"GF103", "GF104"}) and any(c.code in ("GF103", "GF104") for _, c in planner.candidates)
+    if fresh:
         kept.update(i for i in definitions if i not in kept and FRESH_NAME_PATTERN.search(unit_text(i)))
-    left_out = [i for i in definitions if i not in kept]
+    left_out: list[ast.stmt] = [body[i] for i in definitions if i not in kept]
+    for index in sorted(kept):
+        if isinstance(body[index], ast.ClassDef) and index not in planner.whole_classes:
+            left_out.extend(_left_out_methods(body[index], planner.class_members.get(index, set()), traced_all, fresh,
+                                              source, offsets))
     if not left_out:
         return None
     marker = "gradfix-focus-"
     while marker in source:
         marker += "x"
     stubs = []
-    for number, index in enumerate(left_out):
-        stub = _stub(body[index], source, offsets, f"{marker}{number}")
+    for number, statement in enumerate(sorted(left_out, key=lambda s: s.lineno)):
+        stub = _stub(statement, source, offsets, f"{marker}{number}")
         if stub is not None:
             stubs.append(stub)
     if not stubs:
@@ -1286,11 +1304,66 @@ def _focused(planner: _Planner, whole: Plan) -> Optional[Plan]:
         pieces.append(stub.text)
         position = stub.end
     pieces.append(source[position:])
-    stubbed = {stub.start for stub in stubs}
-    kept_lines = sum(
-        (s.end_lineno or s.lineno) - _first_line(s) + 1 for s in body if offsets[_first_line(s) - 1] not in stubbed
-    )
-    return Plan(source, "".join(pieces), whole.candidates, whole.units, whole.units - len(stubs), kept_lines, stubs)
+    text = "".join(pieces)
+    kept_lines = _code_lines(text) - len(stubs)
+    top_stubs = sum(1 for stub in stubs if not stub.line[:1].isspace())
+    return Plan(source, text, whole.candidates, whole.units, whole.units - top_stubs, kept_lines, stubs)
+
+
+SELF_ATTRIBUTE = re.compile(r"self(?!\w)(?<!\wself)[ \t]*\.[ \t]*(\w+)")
+_WORDS = re.compile(r"\w+")
+
+
+def _left_out_methods(cls: ast.ClassDef, with_candidates: set[int], traced: set[str], fresh: bool,
+                      source: str, offsets: list[int]) -> list[ast.stmt]:
+    """The methods of a kept class that no analysis of the kept ones reads.
+
+    The class-wide analyses (modules built in ``__init__``, parameters, buffers, where a
+    submodule runs) look up ``self.<name>`` assignments, ``register_buffer`` calls and
+    ``self.<name>`` uses anywhere in the class, by name: a method is kept when it mentions a
+    ``self.`` attribute a kept method or class statement mentions, registers a buffer, or uses a
+    module-level name an analysis traces; the rest become stubs.
+    """
+    methods = [m for m in cls.body if isinstance(m, _FUNCTIONS)]
+    if not methods:
+        return []
+
+    def text(statement: ast.stmt) -> str:
+        return source[offsets[_first_line(statement) - 1]:offsets[min(statement.end_lineno or statement.lineno, len(offsets) - 1)]]
+
+    attributes: set[str] = set()
+    for statement in cls.body:
+        if not isinstance(statement, _FUNCTIONS):
+            attributes.update(SELF_ATTRIBUTE.findall(text(statement)))
+    pending = []
+    for method in methods:
+        body = text(method)
+        found = set(SELF_ATTRIBUTE.findall(body))
+        if id(method) in with_candidates or "register_buffer" in body or (fresh and FRESH_NAME_PATTERN.search(body)) \
+                or not traced.isdisjoint(_WORDS.findall(body)):
+            attributes |= found
+        else:
+            pending.append((method, found))
+    changed = True
+    while changed:
+        changed = False
+        still = []
+        for method, found in pending:
+            if found & attributes:
+                attributes |= found
+                changed = True
+            else:
+                still.append((method, found))
+        pending = still
+    return [method for method, _ in pending]
+
+
+_BLANK_LINE = re.compile(r"^[ \t\f]*$", re.MULTILINE)
+
+
+def _code_lines(text: str) -> int:
+    """Lines that are not blank (what libcst has to read, roughly)."""
+    return text.count("\n") + 1 - len(_BLANK_LINE.findall(text))
 
 
 _DEF_LINE = re.compile(r"(?:async[ \t]+)?def[ \t]+(\w+)|class[ \t]+(\w+)")
@@ -1305,11 +1378,12 @@ def _stub(statement: ast.stmt, source: str, offsets: list[int], marker: str) -> 
     if len(lines) != last - first + 1:
         return None
     header = lines[keyword - first]
-    match = _DEF_LINE.match(header)
-    if match is None or (match.group(1) or match.group(2)) != statement.name:
+    indent = statement.col_offset
+    match = _DEF_LINE.match(header, indent)
+    if match is None or (match.group(1) or match.group(2)) != statement.name or header[:indent].strip(" \t"):
         return None  # the name is not on the keyword's line: keep the definition
     suffix = ": pass" if isinstance(statement, ast.ClassDef) else "(): pass"
-    stub_line = f"{match.group(0)}{suffix}  # {marker}"
+    stub_line = f"{header[:indent]}{match.group(0)}{suffix}  # {marker}"
     pieces = []
     for number, line in enumerate(lines):
         ending = line[len(line.rstrip("\r\n")):]

@@ -455,8 +455,50 @@ KINDS = src("""
             return x
 """)
 
+METHODS = src("""
+    import torch
+    from torch import nn
+
+    SCALE = torch.ones(4)
+
+
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(4, 4)
+            self.gate = nn.Sigmoid()
+            self.act = nn.ReLU(inplace=True)
+            self.register_buffer("mask", torch.ones(4))
+
+        def extra_repr(self):
+            return "block"
+
+        @property
+        def width(self):
+            return 4
+
+        def reads_scale(self, x):
+            return x @ SCALE
+
+        def forward(self, x):
+            h = self.gate(self.fc(x))
+            h = self.act(h)
+            h.mul_(self.mask)
+            SCALE.add_(1)
+            return h
+
+        def later(self, x):
+            return self.fc(x)
+
+        async def unrelated(self):
+            return [
+                1,
+            ]
+""")
+
 CASES = {
     "kinds": KINDS,
+    "methods": METHODS,
     "aliases": ALIASES,
     "module-sequential": MODULE_SEQUENTIAL,
     "class-modules": CLASS_MODULES,
@@ -491,7 +533,7 @@ def test_tabs_and_no_final_newline_same_as_whole_file():
 def test_cases_find_something_and_leave_definitions_out():
     """The synthetic cases exercise focusing: findings exist and some definitions are stubs."""
     for name in ("aliases", "module-sequential", "class-modules", "decorators", "global-traced", "fresh-name",
-                 "import-added", "torch-rebound", "far-arguments"):
+                 "import-added", "torch-rebound", "far-arguments", "methods"):
         source = CASES[name]
         assert check_source(source, keep_silenced=True), name
         plan = planned(source)
@@ -509,6 +551,14 @@ def test_traced_global_keeps_the_definition_that_reads_it():
     assert "def before(): pass" in plan.text and "def after(): pass" in plan.text
     finding = check_source(GLOBAL_TRACED)[0]
     assert finding.level is Level.ERROR and "(line 11)" in finding.message  # the read in uses()
+
+
+def test_methods_no_kept_method_reads_become_stubs():
+    plan = planned(METHODS)
+    stubbed = {stub.line.split("(")[0].strip() for stub in plan.stubs}
+    assert stubbed == {"def extra_repr", "def width", "async def unrelated"}, stubbed
+    fixed = fix_source(METHODS, unsafe_fixes=True, level=Level.WARNING)
+    assert fixed.applied and "def extra_repr(self):\n        return \"block\"" in fixed.source
 
 
 def test_global_statement_analyses_the_whole_file():
