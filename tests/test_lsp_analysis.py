@@ -257,6 +257,8 @@ def test_relayout_equals_a_whole_parse():
         except (SyntaxError, ValueError):
             assert relayout(found, text, new) is None
             continue
+        for chunk in expected.chunks:  # a focus's lines, from ranges kept by the layout
+            assert expected.focus_lines(chunk) == analysis._focused(expected, [chunk], gaps=True, leading=False)[1]
         got = relayout(found, text, new)
         if got is None:
             reparsed += 1

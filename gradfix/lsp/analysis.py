@@ -34,6 +34,7 @@ from __future__ import annotations
 import ast
 import bisect
 import dataclasses
+import hashlib
 import time
 from dataclasses import dataclass, field
 from typing import Optional, Sequence
@@ -65,6 +66,12 @@ class Layout:
     prelude: list[int]  # 0-based lines of module-level statements (not in any chunk)
     statements: list[tuple[int, int]]  # every top-level statement, 0-based [start, end), in order
     _starts: Optional[list[int]] = field(default=None, repr=False, compare=False)
+    _chunk_starts: Optional[list[int]] = field(default=None, repr=False, compare=False)
+    # (ranges of the module-level statements, first line of a definition -> its range), with the
+    # blank and comment lines after each: what every focus shares, computed once
+    _focus_ranges: Optional[tuple[list[tuple[int, int]], dict[int, tuple[int, int]]]] = field(
+        default=None, repr=False, compare=False
+    )
 
     @property
     def starts(self) -> list[int]:
@@ -82,10 +89,33 @@ class Layout:
 
     def chunk_at(self, line: int) -> Optional[Chunk]:
         """The chunk containing 0-based ``line``."""
-        at = bisect.bisect_right([c.start for c in self.chunks], line) - 1
+        if self._chunk_starts is None:
+            self._chunk_starts = [c.start for c in self.chunks]
+        at = bisect.bisect_right(self._chunk_starts, line) - 1
         if at >= 0 and self.chunks[at].start <= line < self.chunks[at].end:
             return self.chunks[at]
         return None
+
+    def focus_lines(self, chunk: Chunk) -> list[int]:
+        """The lines of ``_focused(self, [chunk], gaps=True, leading=False)``, from ranges computed once."""
+        if self._focus_ranges is None:
+            definitions = {c.start for c in self.chunks}
+            prelude: list[tuple[int, int]] = []
+            owned: dict[int, tuple[int, int]] = {}
+            cursor = 0  # statements on one line share it (a definition never shares a line)
+            for index, (start, end) in enumerate(self.statements):
+                following = self.statements[index + 1][0] if index + 1 < len(self.statements) else len(self.lines)
+                span = (max(start, cursor), max(end, following))
+                cursor = max(cursor, span[1])
+                if start in definitions:
+                    owned[start] = span
+                else:
+                    prelude.append(span)
+            self._focus_ranges = (prelude, owned)
+        prelude, owned = self._focus_ranges
+        span = owned[chunk.start]
+        at = bisect.bisect_left(prelude, span)
+        return [i for first, stop in (*prelude[:at], span, *prelude[at:]) for i in range(first, stop)]
 
     def statement_at(self, line: int) -> Optional[tuple[int, int]]:
         at = bisect.bisect_right([start for start, _ in self.statements], line) - 1
@@ -592,8 +622,11 @@ class Focus:
     local: tuple[Finding, ...]  # the same findings, numbered as in ``text``
 
     def key(self, path: str, settings: LintSettings) -> tuple:
-        """Everything a fix computed on this focus depends on."""
-        return (path, settings, self.text, tuple(fix_identity(f) for f in self.local))
+        """Everything a fix computed on this focus depends on (the text and findings as a digest:
+        the key is hashed at every look-up)."""
+        digest = hashlib.blake2b(self.text.encode("utf-8", "surrogatepass"), digest_size=16)
+        digest.update(repr([fix_identity(f) for f in self.local]).encode("utf-8", "surrogatepass"))
+        return (path, settings, digest.digest())
 
     def local_of(self, finding: Finding) -> Optional[Finding]:
         """``finding`` (of the buffer) as numbered in the focus."""
@@ -607,7 +640,8 @@ class Focus:
 
 
 def focus_of(found: Layout, chunk: Chunk, findings: Sequence[Finding]) -> Focus:
-    text, lines = _focused(found, [chunk], gaps=True, leading=False)
+    lines = found.focus_lines(chunk)
+    text = "".join([found.lines[i] for i in lines])
     back = {buffer_line: i for i, buffer_line in enumerate(lines)}
     kept = tuple(f for f in findings if f.line - 1 in back and f.end_line - 1 in back)
     local = tuple(dataclasses.replace(f, line=back[f.line - 1] + 1, end_line=back[f.end_line - 1] + 1) for f in kept)

@@ -72,6 +72,9 @@ EXACT_DELAY = 0.4
 CHEAP_LINT = 0.1
 #: Before the first lint: buffers up to this many lines count as cheap.
 CHEAP_LINES = 100
+#: Quiet time after a lint before the fixes of the definitions it did not touch are looked at
+#: (a code-action request that follows the diagnostics goes first).
+AHEAD_DELAY = 0.05
 #: Larger buffers are not linted (as `gradfix check` skips files over 10 MiB).
 MAX_CHARS = 10 * 1024 * 1024
 
@@ -149,6 +152,7 @@ class Document:
     closed: bool = False
     timer: Optional[asyncio.TimerHandle] = None
     exact_timer: Optional[asyncio.TimerHandle] = None
+    ahead_timer: Optional[asyncio.TimerHandle] = None
     lint_task: Optional["asyncio.Task[None]"] = None
     exact_task: Optional["asyncio.Task[None]"] = None
     exact_again: bool = False
@@ -421,6 +425,7 @@ class GradfixServer(LanguageServer):
             return
         if outcome.internal_error:
             self.tell(f"gradfix: internal error on {doc.engine_path}: {outcome.internal_error}", types.MessageType.Error)
+        self.fixes_ahead(doc, outcome, fresh_only=True)  # the definition just edited: its fixes first
         self.publish(doc, outcome)
         for waiter in doc.waiters:
             if not waiter.done():
@@ -428,7 +433,15 @@ class GradfixServer(LanguageServer):
         doc.waiters.clear()
         if not outcome.exact:
             self.schedule_exact(doc)
-        self.fixes_ahead(doc, outcome)
+        if doc.ahead_timer is not None:
+            doc.ahead_timer.cancel()
+        doc.ahead_timer = asyncio.get_running_loop().call_later(AHEAD_DELAY, self._fixes_ahead_later, doc)
+
+    def _fixes_ahead_later(self, doc: Document) -> None:
+        doc.ahead_timer = None
+        outcome = doc.current()
+        if outcome is not None and not doc.closed:
+            self.fixes_ahead(doc, outcome)
 
     def schedule_exact(self, doc: Document) -> None:
         if doc.exact_timer is not None:
@@ -703,12 +716,12 @@ class GradfixServer(LanguageServer):
             parts.append(mapped)
         return analysis.merge_edits(parts)
 
-    def fixes_ahead(self, doc: Document, outcome: analysis.LintOutcome) -> None:
+    def fixes_ahead(self, doc: Document, outcome: analysis.LintOutcome, fresh_only: bool = False) -> None:
         """After a lint of a long buffer: compute the fixes nobody has asked for yet, in the background.
 
         The definitions the lint has just re-linted go first, to the fixes lane (their
         findings came from the engine on that definition alone: no check needed); the
-        others to the ahead lane.
+        others (unless ``fresh_only``) to the ahead lane.
         """
         found = outcome.layout
         if not doc.expensive or found is None or len(found.chunks) < 2 or outcome.syntax_error or outcome.internal_error:
@@ -723,6 +736,8 @@ class GradfixServer(LanguageServer):
         dirty = set(outcome.dirty)
         keep: set[tuple] = set()
         for chunk in sorted(holding.values(), key=lambda c: c.start not in dirty):
+            if fresh_only and chunk.start not in dirty:
+                break
             focus = analysis.focus_of(found, chunk, outcome.findings)
             key = focus.key(path, settings)
             keep.add(key)
@@ -751,7 +766,9 @@ class GradfixServer(LanguageServer):
             else:
                 lane = self.fixes if fresh else self.ahead
                 self._submit(lane, key, focus, path, settings, targets, want_fix_all, False, verified)
-        self.store.cancel_ahead(path, keep)
+        if not fresh_only:
+            self.store.cancel_ahead(path, keep)
+
 
 def _log_failure(future: "asyncio.Future[Any]") -> None:
     if not future.cancelled() and future.exception() is not None:
@@ -1075,7 +1092,7 @@ def _close(doc: Document) -> None:
     for future in doc.prefetched.values():
         future.cancel()
     doc.prefetched.clear()
-    for timer in (doc.timer, doc.exact_timer):
+    for timer in (doc.timer, doc.exact_timer, doc.ahead_timer):
         if timer is not None:
             timer.cancel()
     for waiter in doc.waiters:
