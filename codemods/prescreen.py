@@ -903,7 +903,9 @@ _NEWLINE = re.compile(r"\r\n|\r|\n")
 # Names a kept definition may trace through the module: everything but the callee of a call,
 # an annotation, and the object of an attribute that no analysis follows (`torch.zeros`, `np.pi`).
 TRACED_ATTRIBUTES = frozenset(ALIASING_METHODS) | {"detach", "data"} | frozenset(INPLACE_METHODS)
-_ANNOTATION_FIELDS = {ast.arg: ("annotation",), ast.FunctionDef: ("returns",), ast.AsyncFunctionDef: ("returns",),
+# Fields no analysis traces a name through: annotations, and decorators (read for their qualified names only).
+_ANNOTATION_FIELDS = {ast.arg: ("annotation",), ast.FunctionDef: ("returns", "decorator_list"),
+                      ast.AsyncFunctionDef: ("returns", "decorator_list"), ast.ClassDef: ("decorator_list",),
                       ast.AnnAssign: ("annotation",)}
 
 
@@ -926,11 +928,13 @@ class _Planner:
                                       | (_out_function_names() if "GF106" in self.codes else frozenset()))
         self.syntax = _Syntax(self.codes, self.aliases)
         self.scopes: dict[int, _Kinds] = {}
+        self._global_names: Optional[set[str]] = None
         self.imported: Optional[frozenset[str]] = None
         self.blocks: dict[int, _Block] = {}
         self.walked: set[int] = set()
         self.candidates: list[tuple[int, _Candidate]] = []  # (top-level index, candidate)
         self.class_members: dict[int, set[int]] = {}  # top-level class -> ids of its methods with candidates
+        self.statements: dict[int, list[ast.stmt]] = {}  # top-level statement -> the statements holding candidates
         self.whole_classes: set[int] = set()  # classes with a candidate outside any method
         self.module_block = _Block(tree.body)
         self._lines: Optional[list[int]] = None
@@ -1022,6 +1026,7 @@ class _Planner:
             for candidate in syntax.candidates(node, kinds if node is statement else None):
                 if not self._silenced(candidate, node, path, in_lambda):
                     self.candidates.append((top, candidate))
+                    self.statements.setdefault(top, []).append(statement)
                     self._member(path)
             if node is statement:
                 continue
@@ -1042,12 +1047,16 @@ class _Planner:
         """Tensor-ness in the function or class body that holds the statement; None at module level."""
         owner = next((s for s in reversed(path[:-1]) if isinstance(s, _DEFINITIONS)), None)
         if owner is None:
-            return None
+            owner = self.tree
         kinds = self.scopes.get(id(owner))
         if kinds is None:
             if self.imported is None:
                 self.imported = imported_words(self.source)
-            kinds = self.scopes[id(owner)] = _Kinds(_Scope(owner), self.aliases, self.imported)
+            scope = _Scope(owner)
+            if owner is self.tree:
+                for name in self.global_names():
+                    scope.names.setdefault(name, []).append(_Binding(_ANY))  # bound in a function too
+            kinds = self.scopes[id(owner)] = _Kinds(scope, self.aliases, self.imported)
         return kinds
 
     def _silenced(self, candidate: _Candidate, node: ast.AST, path: list[ast.stmt], in_lambda: bool) -> bool:
@@ -1079,12 +1088,18 @@ class _Planner:
                     return False
         return True
 
+    def global_names(self) -> set[str]:
+        """Names some ``global`` statement declares (functions bind them at module level)."""
+        if self._global_names is None:
+            self._global_names = {
+                name
+                for line in sorted(self.hit_lines(GLOBAL_STATEMENT)) for path in self.paths_at(line)
+                if isinstance(path[-1], ast.Global) for name in path[-1].names
+            }
+        return self._global_names
+
     def has_global(self) -> bool:
-        for line in sorted(self.hit_lines(GLOBAL_STATEMENT)):
-            for path in self.paths_at(line):
-                if isinstance(path[-1], ast.Global):
-                    return True
-        return False
+        return bool(self.global_names())
 
 
 def _binds(statement: ast.stmt, name: str, allow_import: bool) -> bool:
@@ -1242,49 +1257,60 @@ def _focused(planner: _Planner, whole: Plan) -> Optional[Plan]:
             texts[index] = unit_text(index)
         return pattern.search(texts[index]) is not None
 
-    # A site in a definition traces a module-level name only to its uses between the binding that
-    # reaches the site and the site (hazard._uses); a site in module-level code follows every use.
+    # The hazard analysis follows a module-level name a site traces to its uses elsewhere, between
+    # the binding that reaches the site and the site (hazard._uses): a use there may switch
+    # requires_grad on (every traced name), or, for the written tensor itself, save it for backward.
+    # A site in module-level code follows every use (rebinding, where a module runs).
+    SITE, MODULE, USED = "site", "module", "used"
     kept |= sites
-    traced_all: set[str] = set()
-    queue: list[tuple[int, bool]] = [(index, isinstance(body[index], _DEFINITIONS)) for index in sorted(sites)]
-    seen: set[tuple[int, bool]] = set()
+    full_names: set[str] = set()  # followed to every use in the window
+    switch_names: set[str] = set()  # followed to `name.requires_grad` uses only
+    queue = [(index, SITE if isinstance(body[index], _DEFINITIONS) else MODULE) for index in sorted(sites)]
+    seen: set[tuple[int, str]] = set()
     while queue:
-        index, bounded = queue.pop()
-        if (index, bounded) in seen:
+        index, mode = queue.pop()
+        if (index, mode) in seen:
             continue
-        seen.add((index, bounded))
-        pending = _traced_names(body[index], names)
-        done: set[str] = set()
+        seen.add((index, mode))
+        written: Optional[set[str]] = None  # names a site's own statements hold: possible write targets
+        if mode == SITE and not any(c.code == "GF105" for i, c in planner.candidates if i == index):
+            written = set()
+            for statement in planner.statements.get(index, ()):
+                written.update(_WORDS.findall(source[offsets[statement.lineno - 1]:offsets[min(statement.end_lineno or statement.lineno, len(offsets) - 1)]]))
+        pending = {(name, written is None or name in written) for name in _traced_names(body[index], names)}
+        done: set[tuple[str, bool]] = set()
         while pending:
-            name = pending.pop()
-            if name in done:
+            name, full = pending.pop()
+            if (name, full) in done or (name, True) in done:
                 continue
-            done.add(name)
+            done.add((name, full))
+            (full_names if full else switch_names).add(name)
             bindings = names.bound_by.get(name, [])
-            if bounded:
+            if mode != MODULE:
                 latest = max((i for i in bindings if i < index), default=-1)
                 window = range(latest + 1, index)
                 if latest >= 0 and not isinstance(body[latest], _DEFINITIONS):
-                    pending |= _traced_names(body[latest], names) - done  # the value it was bound from
+                    # the value it was bound from: traced as a value (full in a module-level site's chain)
+                    pending |= {(n, mode != SITE) for n in _traced_names(body[latest], names)}
             else:
                 window = range(len(body))
                 for i in bindings:
                     if not isinstance(body[i], _DEFINITIONS):
-                        pending |= _traced_names(body[i], names) - done
-            traced_all.add(name)
-            pattern = re.compile(_word(name))
+                        pending |= {(n, True) for n in _traced_names(body[i], names)}
+            pattern = re.compile(_word(name) if full else _word(name) + _GAP + r"\." + _GAP + "requires_grad")
             for other in window:
                 if other not in kept and isinstance(body[other], _DEFINITIONS) and mentions(other, pattern):
                     kept.add(other)
-                    queue.append((other, True))
+                    if mode == MODULE:
+                        queue.append((other, USED))  # a module a site builds may run there: a site of its own
     fresh = bool(planner.codes & {"GF103", "GF104"}) and any(c.code in ("GF103", "GF104") for _, c in planner.candidates)
     if fresh:
         kept.update(i for i in definitions if i not in kept and FRESH_NAME_PATTERN.search(unit_text(i)))
     left_out: list[ast.stmt] = [body[i] for i in definitions if i not in kept]
     for index in sorted(kept):
         if isinstance(body[index], ast.ClassDef) and index not in planner.whole_classes:
-            left_out.extend(_left_out_methods(body[index], planner.class_members.get(index, set()), traced_all, fresh,
-                                              source, offsets))
+            left_out.extend(_left_out_methods(body[index], planner.class_members.get(index, set()), full_names,
+                                              switch_names, fresh, source, offsets))
     if not left_out:
         return None
     marker = "gradfix-focus-"
@@ -1314,8 +1340,8 @@ SELF_ATTRIBUTE = re.compile(r"self(?!\w)(?<!\wself)[ \t]*\.[ \t]*(\w+)")
 _WORDS = re.compile(r"\w+")
 
 
-def _left_out_methods(cls: ast.ClassDef, with_candidates: set[int], traced: set[str], fresh: bool,
-                      source: str, offsets: list[int]) -> list[ast.stmt]:
+def _left_out_methods(cls: ast.ClassDef, with_candidates: set[int], traced: set[str], switched: set[str],
+                      fresh: bool, source: str, offsets: list[int]) -> list[ast.stmt]:
     """The methods of a kept class that no analysis of the kept ones reads.
 
     The class-wide analyses (modules built in ``__init__``, parameters, buffers, where a
@@ -1339,8 +1365,9 @@ def _left_out_methods(cls: ast.ClassDef, with_candidates: set[int], traced: set[
     for method in methods:
         body = text(method)
         found = set(SELF_ATTRIBUTE.findall(body))
+        words = set(_WORDS.findall(body))
         if id(method) in with_candidates or "register_buffer" in body or (fresh and FRESH_NAME_PATTERN.search(body)) \
-                or not traced.isdisjoint(_WORDS.findall(body)):
+                or not traced.isdisjoint(words) or ("requires_grad" in words and not switched.isdisjoint(words)):
             attributes |= found
         else:
             pending.append((method, found))

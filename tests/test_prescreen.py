@@ -496,7 +496,28 @@ METHODS = src("""
             ]
 """)
 
+SWITCHED = src("""
+    import torch
+
+    V = torch.zeros(3)
+
+
+    def flip():
+        V.requires_grad_()
+
+
+    def reads():
+        return V * 2
+
+
+    def site():
+        y = V.view(3)
+        y.add_(1)
+        return y
+""")
+
 CASES = {
+    "switched": SWITCHED,
     "kinds": KINDS,
     "methods": METHODS,
     "aliases": ALIASES,
@@ -559,6 +580,12 @@ def test_methods_no_kept_method_reads_become_stubs():
     assert stubbed == {"def extra_repr", "def width", "async def unrelated"}, stubbed
     fixed = fix_source(METHODS, unsafe_fixes=True, level=Level.WARNING)
     assert fixed.applied and "def extra_repr(self):\n        return \"block\"" in fixed.source
+
+
+def test_a_traced_value_keeps_only_definitions_that_switch_requires_grad():
+    plan = planned(SWITCHED)
+    assert "def reads(): pass" in plan.text and "V.requires_grad_()" in plan.text
+    assert check_source(SWITCHED) == check_source(SWITCHED, focus=False) != []
 
 
 def test_global_statement_analyses_the_whole_file():
