@@ -4,27 +4,32 @@ libcst's parse and metadata cost about a millisecond per line; CPython's ``ast``
 more than ten times faster and the engine runs it on every file anyway (it is the
 syntax check). So the engine asks this module first:
 
-1. **Text.** Each rule's locator regex finds the lines that could hold its
-   construct (``+=``, ``.add_(``, ``.data``, ``] =``, ``inplace=True``, ``out=``, the
-   name of an in-place torch function). No line, no finding.
-2. **Syntax.** At each such line the ``ast`` statement that holds it is examined
-   for the rule's construct, exactly as the rule's own syntactic tests read it:
-   an in-place method call and not a dunder, an augmented operator torch
-   implements in place, a ``.data`` write, ``inplace=True`` at the position the
-   function or module takes it, ... When findings in silenced contexts are not
-   wanted, a construct in code where autograd surely does not record (an
-   initializer, ``@torch.no_grad()``, ``with torch.no_grad():``, a ``.grad``
-   buffer) is dropped too. No candidate, no finding: libcst is not run at all.
-3. **Focus.** Otherwise libcst analyses a *focused* text: every module-level
-   statement, every top-level function or class that holds a candidate, and
-   every top-level definition the analysis could reach from those (it mentions a
-   module-level name a kept definition may trace). Each other top-level definition
-   is replaced by a one-line stub at its ``def``/``class`` line (``def name(): pass``,
-   which keeps the module-level binding and its position) and blank lines, so every
-   kept line keeps its number and text, and findings are those of the whole file.
-   :meth:`Plan.restore` puts the original definitions back into a fixed focused text.
-"""
+1. **Text.** Each rule's ``prescreen`` pattern finds the lines that could hold its
+   construct (``+=``, a word ending in ``_``, ``.data``, ``] =``, ``inplace``/``True``,
+   ``out=``). No line, no finding.
+2. **Syntax.** At each such line the ``ast`` statement that holds it is examined for
+   the rule's construct as the rule's own syntactic tests read it: an in-place method
+   or torch function (also through ``import ... as``), an augmented operator torch
+   implements in place, a ``.data`` write, ``inplace=True`` at the position the callee
+   takes it, ``out=``. ``i += 1`` and ``d[k] = v`` count only where a conservative ast
+   mirror of the tensor inference (``_Kinds``) cannot rule a tensor out. When findings in
+   silenced contexts are not wanted, a construct where autograd surely does not record
+   (an initializer, ``@torch.no_grad()``, ``with torch.no_grad():``, a ``.grad`` buffer)
+   is dropped too. No candidate, no finding: libcst is not run at all.
+3. **Focus.** Otherwise libcst analyses a *focused* text: every module-level statement,
+   every top-level definition that holds a candidate, and the definitions the analyses can
+   reach from those: uses of a module-level name a site writes (between the binding that
+   reaches the site and the site, where ``hazard._uses`` looks), ``requires_grad`` switches
+   on names it traces, and every use of a name a module-level site binds. Inside a kept
+   class, methods that share no ``self.`` attribute, buffer or traced name with the kept
+   ones are left out too. A left-out definition becomes a one-line stub on its ``def``/``class``
+   line (``def name(): pass``, keeping the binding and its position) and blank lines, so
+   every kept line keeps its number and text. :meth:`Plan.restore` puts the original
+   definitions back into a fixed focused text. A ``global`` statement, or a rule this module
+   does not know, means the whole file.
 
+tests/test_prescreen.py checks that findings and fixes equal the whole-file analysis.
+"""
 from __future__ import annotations
 
 import ast
@@ -32,7 +37,7 @@ import bisect
 import re
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Iterable, Iterator, Optional, Sequence
+from typing import Iterator, Optional, Sequence
 
 from .aliasing import ALIASING_METHODS
 from .grad_context import AUTOGRAD_FUNCTION_METHODS, INITIALIZER_NAME, OPTIMIZER_METHODS
@@ -947,9 +952,6 @@ class _Planner:
         if self._lines is None:
             self._lines = [0] + [m.end() for m in _NEWLINE.finditer(self.source)]
         return self._lines
-
-    def line_of(self, offset: int) -> int:
-        return bisect.bisect_right(self.line_starts, offset)
 
     def hit_lines(self, pattern: re.Pattern[str]) -> set[int]:
         starts = self.line_starts
