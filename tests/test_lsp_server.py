@@ -616,9 +616,10 @@ async def test_a_very_large_buffer_holds_up_nothing(tmp_path):
 
 
 @pytest.mark.parametrize("lazy", [True, False], ids=["resolve", "edits at once"])
-async def test_long_buffer_fixes_one_definition_at_a_time(tmp_path, lazy):
+async def test_long_buffer_fixes_one_definition_at_a_time(tmp_path, lazy, monkeypatch):
     """In a long buffer quick fixes and fix-all are computed per definition (ahead, and kept across
     edits elsewhere); applied to the text, they are what the engine makes of the whole text."""
+    monkeypatch.setenv("GRADFIX_LSP_FIX_ALL_MISSING", "1000")  # fix-all from the shares even right after opening
     text = long_model(5)
     path = tmp_path / "long.py"
     init = {"unsafeFixes": True, "fixLevel": "warning"}

@@ -38,6 +38,7 @@ import asyncio
 import functools
 import json
 import logging
+import os
 import queue
 import threading
 from dataclasses import dataclass, field
@@ -75,6 +76,10 @@ CHEAP_LINES = 100
 #: Quiet time after a lint before the fixes of the definitions it did not touch are looked at
 #: (a code-action request that follows the diagnostics goes first).
 AHEAD_DELAY = 0.05
+#: Fix-all waits for at most this many definitions' shares; with more missing (right after
+#: opening a long file, or after an edit to the module-level statements) the engine's own
+#: run on the whole buffer is faster, and the shares keep being computed ahead for next time.
+FIX_ALL_MISSING = int(os.environ.get("GRADFIX_LSP_FIX_ALL_MISSING", "8"))
 #: Larger buffers are not linted (as `gradfix check` skips files over 10 MiB).
 MAX_CHARS = 10 * 1024 * 1024
 
@@ -698,6 +703,8 @@ class GradfixServer(LanguageServer):
         if plan is None or found is None:
             return None
         keys = [focus.key(doc.engine_path, outcome.settings) for focus in plan]
+        if sum(not self.store.known(key, fix_all=True) for key in keys) > FIX_ALL_MISSING:
+            return None
         # The ahead lane works through its queue from the top of the buffer; the fixes lane starts
         # from the bottom, so the two meet in the middle.
         for focus in reversed(plan):
