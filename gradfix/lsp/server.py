@@ -15,10 +15,10 @@ the thread that speaks the protocol:
   right now;
 * the *full lane*, a worker process at low CPU priority (so it never holds this
   process's GIL): the exact whole-buffer lint that follows a fast one once
-  typing pauses, fix-all, and whole-buffer quick fixes of long buffers;
+  typing pauses, and whole-buffer quick fixes of long buffers;
 * the *fixes lane*, a second worker process: the fixes someone waits for (a
-  quick fix being resolved, fix-all), the quick fixes of the actions the editor
-  has just listed, and those of the definition just edited;
+  quick fix being resolved, fix-all of a long buffer), the quick fixes of the
+  actions the editor has just listed, and those of the definition just edited;
 * the *ahead lane*, a third worker process at low CPU priority: the quick fixes
   and fix-all shares of every other definition of a long buffer, computed after
   each lint, so that resolving a quick fix or fix-all on save is a look-up.
@@ -633,11 +633,13 @@ class GradfixServer(LanguageServer):
         return await self.lane_for(doc).submit(analysis.single_fix, text, path, finding, known, settings)
 
     async def fix_all(self, doc: Document, outcome: analysis.LintOutcome) -> list[Edit]:
-        if doc.expensive:
-            edits = await self.fix_all_by_focus(doc, outcome)
-            if edits is not None:
-                return edits
-        return await self.lane_for(doc).submit(analysis.fix_all, outcome.text, doc.engine_path, outcome.settings)
+        if not doc.expensive:
+            return await self.fast.submit(analysis.fix_all, outcome.text, doc.engine_path, outcome.settings)
+        edits = await self.fix_all_by_focus(doc, outcome)
+        if edits is not None:
+            return edits
+        # Someone waits for it: normal CPU priority, not behind a whole-buffer lint or the work done ahead.
+        return await self.fixes.submit(analysis.fix_all, outcome.text, doc.engine_path, outcome.settings)
 
     # -- fixes one definition at a time (long buffers) -----------------------------------------
 
