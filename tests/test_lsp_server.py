@@ -649,11 +649,13 @@ async def test_long_buffer_fixes_one_definition_at_a_time(tmp_path, lazy, monkey
                 finding = next(f for f in findings if f.line > start + 1 and f.fixable)
                 diagnostic = diagnostics[findings.index(finding)]
                 actions = await code_actions(client, uri, diagnostic.range, diagnostics=[diagnostic])
-                (action,) = [
+                matching = [
                     a for a in actions
                     if a.kind == "quickfix" and not a.title.startswith("Disable")
                     and as_tuple(a.diagnostics[0].range) == as_tuple(diagnostic.range)
                 ]
+                assert len(matching) == 1, (version, name, finding, [(a.title, a.diagnostics) for a in actions])
+                (action,) = matching
                 fixed = apply(current, await edit_of(client, action), uri)
                 if "more" in action.title:  # fixed with the other finding of its rule on its line
                     assert fixed.count("t = t + 1; t = t * 2") == 1

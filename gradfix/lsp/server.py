@@ -620,8 +620,10 @@ class GradfixServer(LanguageServer):
         text, path, settings = outcome.text, doc.engine_path, outcome.settings
         if doc.expensive and outcome.layout is not None:
             focused, fix = await self.focused_quick_fix(doc, outcome, finding)
-            if focused:
+            if focused and fix is not None:
                 return fix
+            # No fix on the definition alone although the finding is fixable: rare (a job computed
+            # for an outcome that was not exact yet); the whole buffer decides.
         else:
             future = doc.prefetched.get((outcome.version, *_finding_id(finding)))
             if future is not None and not future.cancelled():
