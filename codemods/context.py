@@ -21,6 +21,7 @@ from libcst.metadata import (
 )
 
 from .aliasing import AliasAnalysis, RebindVerdict
+from .model import Level
 from .tensors import TensorInference, TensorKind
 
 # Parents and qualified names are not resolved by libcst's providers: each of those is a full
@@ -58,6 +59,9 @@ class RuleContext:
             self.qualified_names, self.scope, self.parent, self.module_constructor
         )
         self.aliases = AliasAnalysis(self.scope, self.parent, self.qualified_names, self.start, self.module_constructor, self.is_inside)
+        # Lines where a traced run (``gradfix trace``) saw the write break autograd: the static
+        # verdict there is overruled (``fix --from-trace``).
+        self.proven_lines: frozenset[int] = frozenset()
 
     # -- metadata ----------------------------------------------------------------
 
@@ -129,7 +133,17 @@ class RuleContext:
         """(level, reason): the level as in hazard_level, and a few words on why."""
         from .hazard import explain
 
-        return explain(self, target, site)
+        level, why = explain(self, target, site)
+        if level is not Level.ERROR and self.proven(site):
+            return Level.ERROR, "a traced run showed that autograd needed it"
+        return level, why
+
+    def proven(self, node: cst.CSTNode) -> bool:
+        """Does ``node``'s statement hold a line where a traced run saw autograd break?"""
+        if not self.proven_lines:
+            return False
+        span = self._positions[self.statement_of(node)]
+        return any(span.start.line <= line <= span.end.line for line in self.proven_lines)
 
     def rebinding(self, target: cst.BaseExpression, site: cst.CSTNode) -> RebindVerdict:
         return self.aliases.rebinding(target, site)

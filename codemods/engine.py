@@ -155,9 +155,11 @@ class _RuleRunner(cst.CSTVisitor):
         return True
 
 
-def _analyze(module: cst.Module, rules: Sequence[Rule], source: str) -> tuple[RuleContext, list[_RawReport]]:
+def _analyze(module: cst.Module, rules: Sequence[Rule], source: str,
+             proven_lines: frozenset[int] = frozenset()) -> tuple[RuleContext, list[_RawReport]]:
     wrapper = cst.MetadataWrapper(module, unsafe_skip_copy=True)
     ctx = RuleContext(wrapper)
+    ctx.proven_lines = proven_lines
     runner = _RuleRunner(rules, ctx)
     wrapper.module.visit(runner)
     silenced = noqa_lines(source)
@@ -412,6 +414,72 @@ def fix_source(
     else:
         result.remaining = check_source(text, path, select=select, ignore=ignore, level=Level.WARNING, focus=focus)
     return result
+
+
+def fix_lines(
+    source: str,
+    lines: Iterable[int],
+    path: str = "<string>",
+    *,
+    unsafe_fixes: bool = False,
+) -> FixResult:
+    """Fix exactly the constructs on ``lines``, whatever level the static analysis gives them.
+
+    For ``fix --from-trace``: a traced run proved that autograd breaks on those lines,
+    so the engine's verdict there is overruled (``RuleContext.proven_lines``): findings
+    the analysis rated as warnings, or not at all, are fixed like errors. Nothing
+    elsewhere changes. One pass: the lines are the traced program's, and a fix can move
+    the lines after it. ``remaining``: the findings still on those lines.
+    Raises :class:`SourceSyntaxError`.
+    """
+    wanted = frozenset(lines)
+    result = FixResult(source=source)
+    analysed = _analyze_lines(source, wanted)
+    if analysed is None:
+        return result
+    module, ctx, raw = analysed
+    on_lines = [item for item in raw if _on_lines(ctx, item, wanted)]
+    chosen = _choose_fixes(on_lines, ctx, unsafe_fixes, Level.WARNING)
+    fixed = []
+    for item in chosen:
+        try:
+            cst.parse_module(_apply(module, [item.report.fix]).code)  # type: ignore[list-item]
+            fixed.append(item)
+        except (cst.ParserSyntaxError, cst.CSTValidationError):
+            result.errors.append(f"{path}:{ctx.line(item.report.node)}: {item.rule.code} fix produced invalid code; not applied")
+    if fixed:
+        result.source = cst.parse_module(_apply(module, [item.report.fix for item in fixed]).code).code  # type: ignore[misc]
+        for item in fixed:
+            result.applied[item.rule.code] = result.applied.get(item.rule.code, 0) + 1
+    chosen_ids = {id(item) for item in fixed}
+    result.remaining = [_finding(path, ctx, item) for item in on_lines
+                        if id(item) not in chosen_ids and not item.suppressed_by_noqa]
+    return result
+
+
+def check_lines(source: str, lines: Iterable[int], path: str = "<string>") -> list[Finding]:
+    """The findings on ``lines`` as :func:`fix_lines` sees them (autograd proven to break there),
+    including those a context or a ``noqa`` silences (``Finding.context`` says which context)."""
+    wanted = frozenset(lines)
+    analysed = _analyze_lines(source, wanted)
+    if analysed is None:
+        return []
+    _, ctx, raw = analysed
+    return [_finding(path, ctx, item) for item in raw if _on_lines(ctx, item, wanted)]
+
+
+def _analyze_lines(source: str, lines: frozenset[int]) -> Optional[tuple[cst.Module, RuleContext, list[_RawReport]]]:
+    if not lines or "torch" not in source:
+        _syntax_check_only(source)
+        return None
+    module = parse(source)
+    ctx, raw = _analyze(module, select_rules(), source, lines)
+    return module, ctx, raw
+
+
+def _on_lines(ctx: RuleContext, item: _RawReport, lines: frozenset[int]) -> bool:
+    span = ctx.position(item.report.statement or ctx.statement_of(item.report.node))
+    return any(span.start.line <= line <= span.end.line for line in lines)
 
 
 @dataclass

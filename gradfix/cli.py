@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import enum
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -17,7 +18,7 @@ from typing import Annotated, Optional
 import typer
 
 from . import __version__, files, patches, report, runner
-from .codemods import ALL_RULES
+from .codemods import ALL_RULES, Level
 from .config import ConfigError, Settings, load_config, merge, parse_selectors
 from .report import err, out, plural
 
@@ -294,8 +295,16 @@ def fix(
     jobs: JobsOpt = None,
     no_cache: NoCacheOpt = False,
     cache_dir: CacheDirOpt = None,
+    from_trace: Annotated[
+        Optional[str],
+        typer.Option("--from-trace", help="Fix exactly the lines a `gradfix trace` JSON file names, whatever their static level.", show_default=False),
+    ] = None,
 ) -> None:
     """Rewrite in-place operations in place: safe fixes of errors by default; --unsafe-fixes, --level warning for more."""
+    if from_trace:
+        if paths or verify_fixes or run_driver:
+            raise _fail("--from-trace takes the files from the trace: give no paths, --verify or --run")
+        _fix_from_trace(from_trace, diff, bool(unsafe_fixes))
     settings, discovery = _prepare(paths, select, ignore, unsafe_fixes, config, force_exclude)
     settings = _with_level(settings, fix_level=level)
     if run_driver and not verify_fixes:
@@ -449,6 +458,133 @@ def verify_command(
     else:
         verification.render_text(reports)
     raise typer.Exit(EXIT_OK if all(r.verified for r in reports) else EXIT_FINDINGS)
+
+
+@app.command(
+    "trace",
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+)
+def trace_command(
+    ctx: typer.Context,
+    script: Annotated[Optional[str], typer.Argument(help="SCRIPT.py to run, followed by its arguments (put gradfix's options first; `--` ends them).", show_default=False)] = None,
+    run_driver: Annotated[
+        Optional[str],
+        typer.Option("--run", help="Run this driver script instead; the paths after it are the files whose lines are reported.", show_default=False),
+    ] = None,
+    output_format: Annotated[OutputFormat, typer.Option("--format", help="Output format: text, or json (check's schema, each finding with a `trace` object).")] = OutputFormat.text,
+    output: Annotated[
+        Optional[Path],
+        typer.Option("--output", "-o", help="Also write the trace (JSON) here, for `gradfix fix --from-trace` and the editor. Default: .gradfix_cache/trace.json.", show_default=False),
+    ] = None,
+    timeout: Annotated[Optional[float], typer.Option("--timeout", help="Stop the program after this many seconds (default: no limit).", show_default=False)] = None,
+    python: PythonOpt = None,
+    unsafe_fixes: UnsafeOpt = None,
+) -> None:
+    """Run a program and name the lines whose in-place writes broke autograd.
+
+    Every in-place write is recorded with its line; when backward() fails (or a
+    `.data` write silently changes what it computes), the writes that did it are
+    named, with what saved the tensor and the engine's fix. `gradfix fix
+    --from-trace` applies those fixes. Exit 0 nothing found, 1 failures traced (or
+    the program failed), 2 usage error.
+    """
+    from . import tracing
+
+    rest = list(ctx.args)
+    if run_driver:
+        program = [run_driver]
+        roots = ([script] if script else []) + rest + [os.path.dirname(os.path.abspath(run_driver))]
+    else:
+        if not script:
+            raise _fail("trace takes SCRIPT.py [ARGS...] (or --run DRIVER.py PATH...)")
+        program = [script, *rest]
+        roots = [os.path.dirname(os.path.abspath(script))]
+    for root in roots:
+        if not os.path.exists(root):
+            raise _fail(f"{root}: no such file or directory")
+    try:
+        traced = tracing.run(program, roots, python=python, timeout=timeout,
+                             quiet_stdout=output_format is OutputFormat.json)
+    except tracing.TraceError as error:
+        raise _fail(str(error)) from None
+    target = str(output) if output else os.path.join(".gradfix_cache", "trace.json")
+    try:
+        tracing.write_trace_file(target, traced)
+    except OSError as error:
+        err(f"warning: could not write the trace to {target}: {error.strerror or error}")
+    if output_format is OutputFormat.json:
+        out(tracing.dump(traced))
+    else:
+        for line in tracing.render_text(traced, bool(unsafe_fixes)):
+            out(line)
+        ran = f"the program exited with status {traced.status}"
+        if traced.findings:
+            out(f"gradfix trace: {plural(len(traced.findings), 'line')} named; {ran}; trace written to {target}")
+        else:
+            out(f"gradfix trace: no in-place write broke autograd in this run; {ran}")
+    raise typer.Exit(EXIT_FINDINGS if traced.findings or traced.status else EXIT_OK)
+
+
+def _fix_from_trace(trace_file: str, diff: bool, unsafe_fixes: bool) -> None:
+    """`fix --from-trace`: the engine's rewrite on exactly the traced lines, whatever their static level."""
+    from . import patches, tracing
+    from .codemods.engine import SourceSyntaxError, fix_lines
+
+    try:
+        traced = tracing.load(trace_file)
+    except tracing.TraceError as error:
+        raise _fail(str(error)) from None
+    failed = fixed = 0
+    remaining: list = []
+    changed_files = 0
+    for path, lines in sorted(traced.lines.items()):
+        display = files.display_path(path)
+        try:
+            source = files.read_source(path, display)
+        except files.FileError as error:
+            err(str(error))
+            failed += 1
+            continue
+        if tracing.stale(source, traced.digests.get(path)):
+            err(f"{display}: changed since it was traced; run `gradfix trace` again (file not written)")
+            failed += 1
+            continue
+        try:
+            result = fix_lines(source.text, sorted(lines), display, unsafe_fixes=unsafe_fixes)
+        except SourceSyntaxError as error:
+            err(f"{display}:{error.line}:{error.col}: syntax error: {error.message}")
+            failed += 1
+            continue
+        for message in result.errors:
+            err(message)
+        remaining += result.remaining
+        if result.source == source.text:
+            continue
+        try:
+            data = source.encode(result.source)
+            if diff:
+                report.out_bytes(patches.unified_diff(files.patch_path(path), source.data, data))
+            else:
+                files.write_atomic(path, data, display)
+                out(report.fixed_line(display, result.applied))
+        except files.FileError as error:
+            err(str(error))
+            failed += 1
+            continue
+        changed_files += 1
+        fixed += result.changed_count
+    for finding in remaining:
+        out(report.finding_line(finding, unsafe_fixes, Level.WARNING))
+    verb = "Would fix" if diff else "Fixed"
+    summary = f"{verb} {plural(fixed, 'traced line')} in {plural(changed_files, 'file')}"
+    if remaining:
+        summary += f"; {plural(len(remaining), 'finding')} left on traced lines" + ("" if unsafe_fixes else " (some may need --unsafe-fixes)")
+    if traced.display_only:
+        summary += f"; {plural(traced.display_only, 'traced failure')} with no local rewrite (see the trace)"
+    err(summary + ".")
+    if failed:
+        raise typer.Exit(EXIT_ERROR)
+    raise typer.Exit(EXIT_FINDINGS if (diff and changed_files) or remaining else EXIT_OK)
 
 
 @app.command("rules")

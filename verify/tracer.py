@@ -491,6 +491,18 @@ def _install_hooks(tracer: Tracer) -> list:
     return handles
 
 
+def _print_program_traceback(error: BaseException) -> None:
+    """The traceback Python would print for the program: without the tracer's and runpy's frames."""
+    frames = [
+        frame for frame in traceback.extract_tb(error.__traceback__)
+        if os.path.abspath(frame.filename) != _THIS_FILE and not frame.filename.startswith("<frozen")
+        and not frame.filename.endswith(("torch/overrides.py", "torch/utils/_python_dispatch.py"))
+    ]
+    lines = ["Traceback (most recent call last):\n", *traceback.format_list(frames)]
+    lines += traceback.format_exception_only(type(error), error)
+    sys.stderr.write("".join(lines))
+
+
 class _Restore:
     def __init__(self, owner, name, value) -> None:
         self.owner, self.name, self.value = owner, name, value
@@ -521,7 +533,7 @@ def run(program: list[str], roots: list[str], module: bool = False) -> tuple[Tra
         if code is not None and not isinstance(code, int):
             print(code, file=sys.stderr)
     except BaseException as error:  # the program's own failure: shown as Python would, then analysed
-        traceback.print_exc()
+        _print_program_traceback(error)
         status = 1
         failure = "".join(traceback.format_exception_only(type(error), error)).strip()
         if isinstance(error, RuntimeError):

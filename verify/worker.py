@@ -166,7 +166,14 @@ class Recorder(TorchFunctionMode):
     # -- leaves ----------------------------------------------------------------------
 
     def _register(self, tensor):
-        if not (tensor.requires_grad and tensor.is_leaf):
+        try:
+            # A view is never the variable: with grad off (reference mode) a view of a leaf
+            # looks like a leaf itself; its base is the one that gets the gradient.
+            if not (tensor.requires_grad and tensor.is_leaf) or tensor._is_view():
+                return
+        except RuntimeError:
+            # A view made with grad off whose base was then written: torch refuses to build its
+            # grad_fn (so is_leaf raises) in reference mode, where grad is off. Not a leaf.
             return
         key = id(tensor)
         frozen = self.frozen.pop(key, None)

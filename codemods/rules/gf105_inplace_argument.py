@@ -635,6 +635,8 @@ class InplaceArgument(Rule):
                 unsafe_reasons.append(unsafe)
             if level is not None and (worst is None or level.rank > worst.rank):
                 worst, worst_why = level, why
+        if worst is None and ctx.proven(constructor):
+            worst, worst_why = Level.ERROR, "a traced run showed that autograd needed it"
         if worst is None:
             return None
         message = f"`inplace=True` on `nn.{cls}` overwrites its input: {worst_why}"
