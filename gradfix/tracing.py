@@ -125,6 +125,7 @@ def from_events(events: dict) -> TraceRun:
                 **{k: report[k] for k in ("tensor", "saved_by", "backward", "leaf_created", "view_created") if report.get(k)},
                 **({"module": culprit["module"]} if culprit.get("module") else {}),
                 **({"step": culprit["step"]} if culprit.get("step") else {}),
+                "file": os.path.abspath(path),  # the finding's file, wherever the trace file is read
                 "sha256": hashlib.sha256(source.data).hexdigest() if source is not None else None,
             }
             if any(f.path == finding.path and f.line == finding.line and t["kind"] == trace["kind"] for f, t in zip(findings, traces)):
@@ -254,7 +255,7 @@ def load(trace_file: str) -> TracedLines:
         if item.get("fix_safety") == FixSafety.DISPLAY_ONLY.value or trace.get("kind") in DISPLAY_ONLY_KINDS:
             traced.display_only += 1
             continue
-        resolved = path if os.path.isabs(path) or os.path.exists(path) else os.path.join(base, path)
+        resolved = trace.get("file") or (path if os.path.isabs(path) or os.path.exists(path) else os.path.join(base, path))
         traced.lines.setdefault(resolved, set()).add(line)
         traced.digests.setdefault(resolved, trace.get("sha256"))
     return traced

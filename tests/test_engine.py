@@ -596,3 +596,54 @@ def test_module_outputs_follow_the_measured_module_table(module, expected):
     """)
     found = check_source(text)
     assert [f.level.value for f in found] == ([expected] if expected else [])
+
+
+# --- fix_lines / check_lines: what `fix --from-trace` runs ----------------------------------------
+
+TRACED = src("""
+    import torch
+    ACTS = {"sigmoid": torch.sigmoid}
+    def gate(x, kind):
+        y = ACTS[kind](x)
+        y.mul_(2)
+        return y
+    def other(x, kind):
+        z = ACTS[kind](x)
+        z.add_(1)
+        return z
+    def plain(x):
+        w = x * 2
+        w += 1
+        return w
+""")
+
+
+def test_fix_lines_fixes_exactly_the_traced_lines_whatever_their_level():
+    static = {f.line: f.level.value for f in check_source(TRACED)}
+    assert static == {5: "warning", 9: "warning"}  # the producer is looked up by name
+    result = engine.fix_lines(TRACED, [5], unsafe_fixes=True)
+    assert result.applied == {"GF102": 1}
+    changed = [n for n, (a, b) in enumerate(zip(TRACED.splitlines(), result.source.splitlines()), 1) if a != b]
+    assert changed == [5] and "y = y.mul(2)" in result.source
+    assert "z.add_(1)" in result.source  # the same construct, not traced, stays
+
+
+def test_a_traced_line_the_analysis_does_not_flag_is_fixed_as_proven():
+    assert all(f.line != 13 for f in check_source(TRACED))  # `w += 1` after `x * 2`: nothing saved it
+    (finding,) = engine.check_lines(TRACED, [13])
+    assert finding.level is Level.ERROR and "traced run" in finding.message
+    result = engine.fix_lines(TRACED, [13])
+    assert "w = w + 1" in result.source and result.remaining == []
+
+
+def test_fix_lines_keeps_unsafe_fixes_for_the_flag_and_reports_them():
+    result = engine.fix_lines(TRACED, [5])
+    assert result.source == TRACED
+    assert [(f.line, f.code, f.fix_safety) for f in result.remaining] == [(5, "GF102", FixSafety.UNSAFE)]
+
+
+def test_fix_lines_on_lines_without_a_construct_changes_nothing():
+    assert engine.fix_lines(TRACED, [1, 2]).source == TRACED
+    assert engine.check_lines(TRACED, []) == []
+    with pytest.raises(SourceSyntaxError):
+        engine.fix_lines("import torch\ndef f(:\n", [2])
