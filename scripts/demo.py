@@ -90,7 +90,52 @@ def main() -> int:
             failures += not verdict.verified
             print(f"  {str(path.relative_to(DEMO)):<{width}}  {verdict.headline()}  ({verdict.seconds:.2f}s)")
     print(f"\n{len(changed)} programs rewritten and verified; {failures} problem(s).")
+    failures += trace_demo(width)
     return 1 if failures else 0
+
+
+def trace_demo(width: int) -> int:
+    """`gradfix trace` on the programs of fixtures/trace/, then `fix --from-trace` and verify."""
+    from gradfix.verify import Program, WorkerSession, verify
+
+    folder = DEMO / "trace"
+    folder.mkdir(parents=True, exist_ok=True)
+    programs = sorted((ROOT / "fixtures" / "trace").glob("*.py"))
+    for path in programs:
+        shutil.copyfile(path, folder / path.name)
+    print("\n$ gradfix trace build/demo/trace/saved_output_modified.py   (the other programs: the table below)", flush=True)
+    subprocess.run([sys.executable, "-m", "gradfix", "trace", "--output", "trace.json", "saved_output_modified.py"],
+                   cwd=folder, stderr=subprocess.DEVNULL)
+    print("\nEvery trace program: the line trace names, then `gradfix fix --from-trace` and gradfix verify:\n")
+    problems = 0
+    with WorkerSession() as session:
+        for path in programs:
+            copy = folder / path.name
+            trace_file = f"{path.stem}.trace.json"
+            completed = subprocess.run(
+                [sys.executable, "-m", "gradfix", "trace", "--format", "json", "--output", trace_file, path.name],
+                cwd=folder, capture_output=True, text=True,
+            )
+            findings = json.loads(completed.stdout or "[]")
+            if not findings:
+                problems += 1
+                print(f"  {path.name:<{width}}  NOTHING TRACED")
+                continue
+            first = findings[0]
+            named = f"line {first['line']} {first['code']} [{first['trace']['kind']}]"
+            flags = ["--unsafe-fixes"] if "# fix: --unsafe-fixes" in path.read_text() else []
+            subprocess.run([sys.executable, "-m", "gradfix", "fix", "--from-trace", trace_file, *flags],
+                           cwd=folder, capture_output=True)
+            if copy.read_bytes() == path.read_bytes():
+                outcome = "display-only" if first["fix_safety"] == "display-only" else "NOT FIXED"
+                problems += outcome != "display-only"
+            else:
+                verdict = verify(Program(path), Program(copy), session=session)
+                outcome = f"fixed, {verdict.headline()}"
+                problems += not verdict.verified
+            print(f"  {path.name:<{width}}  {named:<40} {outcome}")
+    print(f"\n{len(programs)} traced programs; {problems} problem(s).")
+    return problems
 
 
 if __name__ == "__main__":
