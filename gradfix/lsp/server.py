@@ -59,11 +59,16 @@ from .fixstore import DONE, FixStore, Job
 from .noqa import CommentSites
 from .settings import ClientOptions, DocumentSettings, parse_client_options, resolve, unknown_keys
 from .text import UTF8, UTF16, UTF32, Edit, TextIndex
+from .traces import TraceFiles, TraceFinding
 from .worker import Worker, WorkerCrashed
 
 logger = logging.getLogger("gradfix.lsp")
 
 SOURCE = "gradfix"
+TRACE_SOURCE = "gradfix trace"  # the findings of a `gradfix trace` run (proven at run time)
+#: Where `gradfix trace` writes by default: the editor is told when it changes (a custom traceFile is
+#: read again at the next lint).
+TRACE_GLOB = "**/.gradfix_cache/trace.json"
 FIX_ALL_KIND = "source.fixAll.gradfix"
 #: Quiet time after a change before linting (a burst of keystrokes is linted once).
 DEBOUNCE = 0.02
@@ -252,6 +257,7 @@ class GradfixServer(LanguageServer):
         self._ahead: Optional[Lane] = None
         self._workers_started = False
         self.store = FixStore()
+        self.traces = TraceFiles()
 
     def report_server_error(self, error: Exception, source: Any) -> None:
         """Errors outside a request go to the log, not to pop-ups; unreadable JSON gets a parse error."""
@@ -344,7 +350,7 @@ class GradfixServer(LanguageServer):
             self.tell(message)
         return settings
 
-    def docs_href(self, finding: Finding) -> Optional[str]:
+    def docs_href(self, finding: Finding | TraceFinding) -> Optional[str]:
         rule = RULES_BY_CODE.get(finding.code)
         anchor = f"{finding.code.lower()}-{rule.name if rule is not None else finding.name}"
         base = self.options.docs_base_url or _local_docs()
@@ -499,7 +505,7 @@ class GradfixServer(LanguageServer):
         lowest = analysis.level_rank(outcome.settings.level)
         return [f for f in outcome.findings if analysis.level_rank(getattr(f, "level", None)) >= lowest]
 
-    def finding_range(self, doc: Document, outcome: analysis.LintOutcome, finding: Finding) -> types.Range:
+    def finding_range(self, doc: Document, outcome: analysis.LintOutcome, finding: Finding | TraceFinding) -> types.Range:
         index = doc.index(outcome.text, self.encoding)
         start = index.position_of_code_point(finding.line - 1, finding.col - 1)
         end = index.position_of_code_point(finding.end_line - 1, finding.end_col - 1)
@@ -538,8 +544,41 @@ class GradfixServer(LanguageServer):
                     severity=types.DiagnosticSeverity.Error,
                     source=SOURCE,
                 )
-            ]
-        return [self.diagnostic(doc, outcome, f) for f in self.visible(outcome)]
+            ] + self.trace_diagnostics(doc, outcome)
+        return [self.diagnostic(doc, outcome, f) for f in self.visible(outcome)] + self.trace_diagnostics(doc, outcome)
+
+    def trace_diagnostics(self, doc: Document, outcome: analysis.LintOutcome) -> list[types.Diagnostic]:
+        """The findings a trace file names in this document, where its text still has their lines.
+
+        No code action is tied to them: the engine's diagnostic on the same line has the quick fix.
+        """
+        trace_file = doc.settings.trace_file
+        if doc.path is None or trace_file is None or doc.settings.excluded:
+            return []
+        trace = self.traces.get(trace_file)
+        if trace.warning is not None and trace.warning not in self.shown:
+            self.tell(trace.warning)  # once per problem, not at every lint
+        diagnostics = []
+        for finding in trace.for_document(doc.path, outcome.text):
+            href = self.docs_href(finding) if finding.code in RULES_BY_CODE else None
+            diagnostics.append(
+                types.Diagnostic(
+                    range=self.finding_range(doc, outcome, finding),
+                    message=f"[{finding.title}] {finding.message}",
+                    severity=types.DiagnosticSeverity.Error,
+                    code=finding.code,
+                    code_description=types.CodeDescription(href=href) if href else None,
+                    source=TRACE_SOURCE,
+                )
+            )
+        return diagnostics
+
+    def show_traces_again(self) -> None:
+        """A trace file changed: publish the diagnostics again (the lints still hold; unchanged ones are not sent)."""
+        for doc in list(self.documents.values()):
+            outcome = doc.current()
+            if outcome is not None:
+                self.publish(doc, outcome)
 
     def publish(self, doc: Document, outcome: analysis.LintOutcome) -> None:
         diagnostics = self.diagnostics(doc, outcome)
@@ -856,7 +895,10 @@ def create_server() -> GradfixServer:
                                 id="gradfix-pyproject",
                                 method=types.WORKSPACE_DID_CHANGE_WATCHED_FILES,
                                 register_options=types.DidChangeWatchedFilesRegistrationOptions(
-                                    watchers=[types.FileSystemWatcher(glob_pattern="**/pyproject.toml")]
+                                    watchers=[
+                                        types.FileSystemWatcher(glob_pattern="**/pyproject.toml"),
+                                        types.FileSystemWatcher(glob_pattern=TRACE_GLOB),
+                                    ]
                                 ),
                             )
                         ]
@@ -956,6 +998,8 @@ def create_server() -> GradfixServer:
     def did_change_watched_files(ls: GradfixServer, params: types.DidChangeWatchedFilesParams) -> None:
         if any(change.uri.endswith("pyproject.toml") for change in params.changes):
             ls.refresh_settings()
+        if any(change.uri.endswith(".json") for change in params.changes):
+            ls.show_traces_again()
 
     @server.feature(
         types.TEXT_DOCUMENT_DIAGNOSTIC,

@@ -3,6 +3,8 @@
 The client's settings (``initializationOptions``, ``workspace/didChangeConfiguration``
 or the ``gradfix`` section of ``workspace/configuration``) layer over the file the way
 command-line flags do: ``select`` starts afresh, ``ignore`` adds to the file's.
+``traceFile`` names the ``gradfix trace`` output whose findings are shown too
+(relative to the project's folder; by default where ``gradfix trace`` writes).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from ..config import ConfigError, engine_selection, load_config, merge, parse_se
 LEVELS = ("error", "warning")
 DEFAULT_LEVEL = "warning"  # diagnostics: every finding, as `gradfix check`
 DEFAULT_FIX_LEVEL = "error"  # fix-all: error-level findings, as `gradfix fix`
+DEFAULT_TRACE_FILE = os.path.join(".gradfix_cache", "trace.json")  # where `gradfix trace` writes by default
 
 
 @dataclass(frozen=True)
@@ -29,6 +32,7 @@ class ClientOptions:
     level: Optional[str] = None
     fix_level: Optional[str] = None
     docs_base_url: Optional[str] = None
+    trace_file: Optional[str] = None
 
 
 def _section(raw: Any) -> dict:
@@ -69,10 +73,14 @@ def parse_client_options(raw: Any) -> tuple[ClientOptions, list[str]]:
     if docs is not None and not (isinstance(docs, str) and docs):
         errors.append(f"gradfix settings: `docsBaseUrl` must be a URL, got {docs!r}")
         docs = None
-    return ClientOptions(select, ignore, unsafe, level, fix_level, docs), errors
+    trace = section.get("traceFile")
+    if trace is not None and not (isinstance(trace, str) and trace):
+        errors.append(f"gradfix settings: `traceFile` must be a path, got {trace!r}")
+        trace = None
+    return ClientOptions(select, ignore, unsafe, level, fix_level, docs, trace), errors
 
 
-KNOWN_KEYS = ("select", "ignore", "unsafeFixes", "unsafe-fixes", "level", "fixLevel", "docsBaseUrl")
+KNOWN_KEYS = ("select", "ignore", "unsafeFixes", "unsafe-fixes", "level", "fixLevel", "docsBaseUrl", "traceFile")
 
 
 def unknown_keys(raw: Any) -> list[str]:
@@ -105,6 +113,7 @@ class DocumentSettings:
     excluded: bool = False
     config_path: Optional[str] = None
     messages: tuple[str, ...] = ()  # configuration problems to show the user
+    trace_file: Optional[str] = None  # absolute path of the `gradfix trace` output shown with the findings
 
 
 def resolve(path: Optional[str], fallback_root: Optional[str], client: ClientOptions) -> DocumentSettings:
@@ -124,15 +133,18 @@ def resolve(path: Optional[str], fallback_root: Optional[str], client: ClientOpt
     # The CLI's --level defaults (check: warnings up, fix: errors), or the project's if it sets them.
     level = client.level or str(getattr(settings, "report_level", DEFAULT_LEVEL))
     fix_level = client.fix_level or str(getattr(settings, "fix_level", DEFAULT_FIX_LEVEL))
+    # The project's folder: exclude globs and a relative trace file are relative to it.
+    root = config.root if config.path is not None else Path(fallback_root or (os.path.dirname(path) if path else start))
     excluded = False
     if path is not None:
         from ..files import Excluder
 
-        root = config.root if config.path is not None else Path(fallback_root or os.path.dirname(path))
         excluded = Excluder(config.exclude, root).excluded_with_ancestors(path)
+    trace_file = os.path.abspath(os.path.join(root, os.path.expanduser(client.trace_file or DEFAULT_TRACE_FILE)))
     return DocumentSettings(
         lint=LintSettings(select, ignore, settings.unsafe_fixes, level, fix_level),
         excluded=excluded,
         config_path=str(config.path) if config.path is not None else None,
         messages=tuple(messages),
+        trace_file=trace_file,
     )
