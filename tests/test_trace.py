@@ -200,3 +200,14 @@ def test_bad_trace_file_is_a_one_line_error(tmp_path, content, message):
 def test_missing_script_is_a_usage_error(tmp_path):
     result = gradfix("trace", "nope.py", cwd=tmp_path)
     assert result.returncode == 2 and "nope.py" in result.stderr
+
+
+def test_data_alias_write_on_a_saved_tensor_is_reported(tmp_path):
+    (tmp_path / "alias.py").write_text(
+        "import torch\n\nx = torch.randn(4, requires_grad=True)\ny = torch.exp(x)\ny.data.mul_(2)\n"
+        "z = x * 3\nz.data = torch.zeros(4)\n(y.sum() + z.sum()).backward()\n"
+    )
+    result = gradfix("trace", "--format", "json", "alias.py", cwd=tmp_path)
+    (finding,) = json.loads(result.stdout)  # `z.data = ...`: nothing saved z, no gradient changes
+    assert (finding["line"], finding["code"], finding["trace"]["kind"]) == (5, "GF103", "data-write")
+    assert finding["trace"]["saved_by"]["location"]["line"] == 4
