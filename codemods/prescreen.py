@@ -1313,14 +1313,20 @@ def _focused(planner: _Planner, whole: Plan) -> Optional[Plan]:
         if isinstance(body[index], ast.ClassDef) and index not in planner.whole_classes:
             left_out.extend(_left_out_methods(body[index], planner.class_members.get(index, set()), full_names,
                                               switch_names, fresh, source, offsets))
+    tables = _left_out_tables(body, kept, sites, full_names | switch_names, fresh, unit_text)
+    left_out.extend(tables)
     if not left_out:
         return None
     marker = "gradfix-focus-"
     while marker in source:
         marker += "x"
     stubs = []
+    table_ids = {id(t) for t in tables}
     for number, statement in enumerate(sorted(left_out, key=lambda s: s.lineno)):
-        stub = _stub(statement, source, offsets, f"{marker}{number}")
+        if id(statement) in table_ids:
+            stub = _table_stub(statement, source, offsets, f"{marker}{number}")
+        else:
+            stub = _stub(statement, source, offsets, f"{marker}{number}")
         if stub is not None:
             stubs.append(stub)
     if not stubs:
@@ -1336,6 +1342,64 @@ def _focused(planner: _Planner, whole: Plan) -> Optional[Plan]:
     kept_lines = _code_lines(text) - len(stubs)
     top_stubs = sum(1 for stub in stubs if not stub.line[:1].isspace())
     return Plan(source, text, whole.candidates, whole.units, whole.units - top_stubs, kept_lines, stubs)
+
+
+# A module-level assignment at least this long that nothing kept reads is left out (the big tables:
+# op databases, generated dicts); a short one costs libcst little and is kept.
+TABLE_LINES = 1
+
+
+def _left_out_tables(body: list[ast.stmt], kept: set[int], sites: set[int], traced: set[str], fresh: bool,
+                     unit_text) -> list[ast.stmt]:
+    """Long module-level assignments (and expressions) that no analysis of the kept code can read.
+
+    Left out when the statement holds no candidate, binds only plain names, none of which
+    any other kept text mentions (a word test over the kept text: strings and comments
+    count, which only keeps more), mentions no name a site traces, and, where a fix may
+    pick a fresh name, holds none of the names a fix could pick.
+    """
+    long = [
+        i for i in sorted(kept)
+        if i not in sites and isinstance(body[i], (ast.Assign, ast.AnnAssign, ast.Expr))
+        and (body[i].end_lineno or body[i].lineno) - _first_line(body[i]) + 1 >= TABLE_LINES
+    ]
+    if not long:
+        return []
+    bound: dict[int, set[str]] = {}
+    for i in long:
+        statement = body[i]
+        targets = statement.targets if isinstance(statement, ast.Assign) else \
+            [statement.target] if isinstance(statement, ast.AnnAssign) else []
+        names: set[str] = set()
+        for target in targets:
+            if not isinstance(target, ast.Name):
+                break
+            names.add(target.id)
+        else:
+            bound[i] = names
+    if not bound:
+        return []
+    # Words of everything that stays (a kept class's left-out methods count too: that only keeps more).
+    words: set[str] = set()
+    for i in sorted(kept):
+        if i not in bound:
+            words.update(_WORDS.findall(unit_text(i)))
+    own = {i: set(_WORDS.findall(unit_text(i))) for i in bound}
+    dropped = {
+        i for i in bound
+        if own[i].isdisjoint(traced) and "requires_grad" not in own[i]
+        and not (fresh and FRESH_NAME_PATTERN.search(unit_text(i)))
+    }
+    words.update(*(own[i] for i in bound if i not in dropped))
+    changed = True
+    while changed:  # a table that a kept table reads stays, and then what it reads stays
+        changed = False
+        for i in sorted(dropped):
+            if not words.isdisjoint(bound[i]):
+                dropped.discard(i)
+                words.update(own[i])
+                changed = True
+    return [body[i] for i in sorted(dropped)]
 
 
 SELF_ATTRIBUTE = re.compile(r"self(?!\w)(?<!\wself)[ \t]*\.[ \t]*(\w+)")
@@ -1393,6 +1457,22 @@ _BLANK_LINE = re.compile(r"^[ \t\f]*$", re.MULTILINE)
 def _code_lines(text: str) -> int:
     """Lines that are not blank (what libcst has to read, roughly)."""
     return text.count("\n") + 1 - len(_BLANK_LINE.findall(text))
+
+
+def _table_stub(statement: ast.stmt, source: str, offsets: list[int], marker: str) -> Optional[_Stub]:
+    """Blank lines for a left-out module-level statement, and a marker comment on its first line."""
+    first, last = _first_line(statement), statement.end_lineno or statement.lineno
+    start, end = offsets[first - 1], offsets[min(last, len(offsets) - 1)]
+    text = source[start:end]
+    lines = _LINE.findall(text)
+    if len(lines) != last - first + 1 or statement.col_offset != 0:
+        return None
+    stub_line = f"# {marker}"
+    pieces = []
+    for number, line in enumerate(lines):
+        ending = line[len(line.rstrip("\r\n")):]
+        pieces.append((stub_line if number == 0 else "") + ending)
+    return _Stub(start, end, "".join(pieces), stub_line)
 
 
 _DEF_LINE = re.compile(r"(?:async[ \t]+)?def[ \t]+(\w+)|class[ \t]+(\w+)")

@@ -97,7 +97,8 @@ class AugmentedAssignment(Rule):
             return
         kind = ctx.tensor_kind(target)
         value_kind = ctx.tensor_kind(node.value)
-        if kind is TensorKind.NOT_TENSOR or (kind is TensorKind.UNKNOWN and value_kind is TensorKind.NOT_TENSOR):
+        not_tensor = kind is TensorKind.NOT_TENSOR or (kind is TensorKind.UNKNOWN and value_kind is TensorKind.NOT_TENSOR)
+        if not_tensor and not ctx.proven(node):  # a traced run saw a tensor there
             return
         level, why = ctx.hazard(target, node)
         if level is None:
@@ -125,7 +126,7 @@ class AugmentedAssignment(Rule):
     def _check_subscript(self, node: cst.AugAssign, target: cst.Subscript, op: str, ctx: RuleContext) -> Iterator[Report]:
         root = subscript_root(target)
         kind = ctx.tensor_kind(root if root is not None else target.value)
-        if kind is TensorKind.NOT_TENSOR:
+        if kind is TensorKind.NOT_TENSOR and not ctx.proven(node):
             return
         if kind is TensorKind.UNKNOWN and ctx.tensor_kind(node.value) is not TensorKind.TENSOR:
             return  # `counts[k] += 1` on dicts and lists is the common case

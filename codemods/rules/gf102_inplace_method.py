@@ -113,7 +113,7 @@ class InplaceMethod(Rule):
         if touches_data(root) or self._is_fresh(root, ctx):
             return
         kind = ctx.tensor_kind(root)
-        if kind is TensorKind.NOT_TENSOR:
+        if kind is TensorKind.NOT_TENSOR and not ctx.proven(node):
             return
         written = root
         while isinstance(written, cst.Subscript):

@@ -274,9 +274,9 @@ class SubscriptAssignment(Rule):
         root = subscript_root(target)
         written = root if root is not None else target.value
         kind = ctx.tensor_kind(written)
-        if kind is TensorKind.NOT_TENSOR:
+        if kind is TensorKind.NOT_TENSOR and not ctx.proven(node):
             return None
-        if kind is TensorKind.UNKNOWN and not self._tensor_evidence(node, target, root, ctx):
+        if kind is TensorKind.UNKNOWN and not self._tensor_evidence(node, target, root, ctx) and not ctx.proven(node):
             return None
         level, why = ctx.hazard(written, node)
         if level is None:

@@ -97,7 +97,7 @@ class InplaceFunction(Rule):
         if target is None or touches_data(target):
             return
         kind = ctx.tensor_kind(target)
-        if kind is TensorKind.NOT_TENSOR:
+        if kind is TensorKind.NOT_TENSOR and not ctx.proven(node):
             return
         level, why = ctx.hazard(target, node)
         if level is None:
