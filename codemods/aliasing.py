@@ -90,7 +90,9 @@ class AliasAnalysis:
         name = target.value
         if name in getattr(scope, "_globals", ()) or name in getattr(scope, "_nonlocals", ()):
             return RebindVerdict(False, f"`{name}` is declared global or nonlocal")
-        assignments = [a for a in scope.assignments[name] if isinstance(a, Assignment)]
+        # libcst keeps a scope's assignments in a set: in source order, so the reason given is always the same
+        assignments = sorted((a for a in scope.assignments[name] if isinstance(a, Assignment)),
+                             key=lambda a: self._start_of(a.node))
         if not assignments:
             return RebindVerdict(False, f"`{name}` is not bound in this scope")
         for assignment in assignments:

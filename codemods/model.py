@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import enum
 from dataclasses import asdict, dataclass, field
-from typing import Optional, Sequence
+from typing import TYPE_CHECKING, Optional, Sequence
 
-import libcst as cst
+if TYPE_CHECKING:  # the front-ends read findings without loading libcst (a warm, cached run)
+    import libcst as cst
 
 
 class FixSafety(str, enum.Enum):

@@ -1084,8 +1084,12 @@ class _Planner:
             for s in self.tree.body
         ):
             return False
+        examined: set[int] = set()  # a long statement holds `torch` on many lines: walk it once
         for line in sorted(self.hit_lines(BARE_TORCH)):
             for path in self.paths_at(line):
+                if id(path[-1]) in examined:
+                    continue
+                examined.add(id(path[-1]))
                 if _binds(path[-1], "torch", allow_import=True):
                     return False
         return True

@@ -18,7 +18,7 @@ from typing import Annotated, Optional
 import typer
 
 from . import __version__, files, patches, report, runner
-from .codemods import ALL_RULES, Level
+from .codemods import Level
 from .config import ConfigError, Settings, load_config, merge, parse_selectors
 from .report import err, out, plural
 
@@ -264,6 +264,8 @@ def check(
         for finding in findings:
             out(report.github_annotation(finding))
     elif output_format is CheckFormat.sarif:
+        from .codemods import ALL_RULES
+
         out(report.sarif_log(findings, ALL_RULES, __version__))
     else:
         for finding in findings:
@@ -592,6 +594,8 @@ def rules(
     output_format: Annotated[OutputFormat, typer.Option("--format", help="Output format.")] = OutputFormat.text,
 ) -> None:
     """List the rules: code, name and what goes wrong."""
+    from .codemods import ALL_RULES
+
     if output_format is OutputFormat.json:
         out(json.dumps([{"code": r.code, "name": r.name, "why": r.why} for r in ALL_RULES], indent=2))
         return

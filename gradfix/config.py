@@ -19,7 +19,8 @@ try:
 except ModuleNotFoundError:  # pragma: no cover - Python 3.10
     import tomli as tomllib  # type: ignore[no-redef]
 
-from .codemods import ALL_RULES, Level
+from .codemods import Level
+from .codemods.codes import RULE_CODES
 
 KNOWN_KEYS = ("select", "ignore", "exclude", "unsafe-fixes")
 ALL_SELECTOR = "ALL"
@@ -57,7 +58,7 @@ def parse_selectors(values: Iterable[str], origin: str) -> tuple[str, ...]:
 
     ``ALL`` stands for every rule.
     """
-    codes = [rule.code for rule in ALL_RULES]
+    codes = list(RULE_CODES)
     result: list[str] = []
     for value in values:
         for part in value.split(","):

@@ -29,7 +29,21 @@ from typing import Callable, Optional, Sequence
 
 from . import files, patches
 from .cache import Cache, settings_key
-from .codemods import Finding, SourceSyntaxError, check_source, fix_source
+from .codemods.model import Finding
+
+
+# The engine (and libcst) loads on the first file that is parsed, not at start-up: a run
+# answered from the cache never needs it.
+def check_source(*args, **kwargs):
+    from .codemods.engine import check_source as engine_check
+
+    return engine_check(*args, **kwargs)
+
+
+def fix_source(*args, **kwargs):
+    from .codemods.engine import fix_source as engine_fix
+
+    return engine_fix(*args, **kwargs)
 from .config import Settings, engine_selection
 
 #: Show a progress bar (on a terminal only) from this many files on.
@@ -299,6 +313,7 @@ def _read(outcome: FileOutcome) -> Optional[files.SourceFile]:
 
 
 def _syntax_error(display: str, error: SourceSyntaxError) -> str:
+    from .codemods.engine import SourceSyntaxError  # loaded by the workers that parse
     return f"{display}:{error.line}:{error.col}: syntax error: {error.message}"
 
 
@@ -332,6 +347,7 @@ def _keep_original(outcome: FileOutcome, settings: Settings) -> None:
 
 def _check_file(outcome: FileOutcome, source: files.SourceFile, settings: Settings) -> bool:
     """Fill in the findings; True when the outcome may be reused for the same bytes."""
+    from .codemods.engine import SourceSyntaxError  # loaded by the workers that parse
     display = outcome.display
     select, ignore = engine_selection(settings.select, settings.ignore)
     try:
@@ -346,6 +362,7 @@ def _check_file(outcome: FileOutcome, source: files.SourceFile, settings: Settin
 
 def _fix_file(outcome: FileOutcome, source: files.SourceFile, settings: Settings, mode: str, cwd: str) -> bool:
     """Fix in memory (PLAN) or diff; True when nothing changes and the outcome may be reused."""
+    from .codemods.engine import SourceSyntaxError  # loaded by the workers that parse
     display = outcome.display
     select, ignore = engine_selection(settings.select, settings.ignore)
     try:

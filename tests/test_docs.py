@@ -36,3 +36,19 @@ def test_rule_command_prints_one_rules_page_by_code_or_name():
     assert json.loads(by_name.stdout)["code"] == "GF105"
     unknown = runner.invoke(app, ["rule", "GF999"])
     assert unknown.exit_code == 2 and "unknown rule 'GF999'" in unknown.output
+
+
+def test_rule_codes_known_at_start_up_match_the_registry():
+    from gradfix.codemods import ALL_RULES
+    from gradfix.codemods.codes import RULE_CODES
+
+    assert RULE_CODES == tuple(rule.code for rule in ALL_RULES)
+
+
+def test_a_cached_run_does_not_load_libcst():
+    """The CLI's start-up and a warm-cache run need no parser: libcst loads in the workers that parse."""
+    import subprocess
+    import sys
+
+    code = "import sys, gradfix.cli, gradfix.runner, gradfix.cache, gradfix.report; print('libcst' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"
