@@ -1319,13 +1319,15 @@ def _focused(planner: _Planner, whole: Plan) -> Optional[Plan]:
                                               switch_names, fresh, source, offsets))
     tables = _left_out_tables(body, kept, sites, full_names | switch_names, fresh, unit_text)
     left_out.extend(tables)
-    if not left_out:
+    table_ids = {id(t) for t in tables}
+    elements = _left_out_elements(planner, [i for i in sorted(kept) if id(body[i]) not in table_ids],
+                                  full_names | switch_names, fresh, offsets)
+    if not left_out and not elements:
         return None
     marker = "gradfix-focus-"
     while marker in source:
         marker += "x"
     stubs = []
-    table_ids = {id(t) for t in tables}
     for number, statement in enumerate(sorted(left_out, key=lambda s: s.lineno)):
         if id(statement) in table_ids:
             stub = _table_stub(statement, source, offsets, f"{marker}{number}")
@@ -1333,8 +1335,14 @@ def _focused(planner: _Planner, whole: Plan) -> Optional[Plan]:
             stub = _stub(statement, source, offsets, f"{marker}{number}")
         if stub is not None:
             stubs.append(stub)
+    top_stubs = sum(1 for stub in stubs if not stub.line[:1].isspace())
+    for number, element in enumerate(elements, start=len(left_out)):
+        stub = _element_stub(element, source, offsets, f"{marker}{number}")
+        if stub is not None:
+            stubs.append(stub)
     if not stubs:
         return None
+    stubs.sort(key=lambda stub: stub.start)
     pieces = []
     position = 0
     for stub in stubs:
@@ -1344,7 +1352,6 @@ def _focused(planner: _Planner, whole: Plan) -> Optional[Plan]:
     pieces.append(source[position:])
     text = "".join(pieces)
     kept_lines = _code_lines(text) - len(stubs)
-    top_stubs = sum(1 for stub in stubs if not stub.line[:1].isspace())
     return Plan(source, text, whole.candidates, whole.units, whole.units - top_stubs, kept_lines, stubs)
 
 
@@ -1404,6 +1411,122 @@ def _left_out_tables(body: list[ast.stmt], kept: set[int], sites: set[int], trac
                 words.update(own[i])
                 changed = True
     return [body[i] for i in sorted(dropped)]
+
+
+# A kept module-level statement at least this long is focused inside: the elements of its list,
+# tuple, set and dict literals that hold no candidate become `None` (op databases, generated tables).
+ELEMENT_STATEMENT_LINES = 50
+
+
+def _left_out_elements(planner: "_Planner", indices: list[int], traced: set[str], fresh: bool,
+                       offsets: list[int]) -> list[ast.expr]:
+    """Multi-line elements of literals in long module-level statements that no analysis reads.
+
+    A literal's elements are independent values: an element with no candidate, no name a site
+    traces, no ``requires_grad``, no ``:=`` (and, where a fix may pick a fresh name, none of
+    those names) is replaced by ``None``. Statements that bind a traced name (their value's
+    kind may matter) or hold a GF105 candidate (``nn.Sequential`` items are read in order) are
+    left whole; so are call arguments (a call's arguments are read together).
+    """
+    body = planner.tree.body
+    words_of: dict[int, set[str]] = {}
+
+    def elsewhere(index: int) -> set[str]:
+        """The words of every other kept statement."""
+        found: set[str] = set()
+        for other in indices:
+            if other != index:
+                if other not in words_of:
+                    statement = body[other]
+                    words_of[other] = set(_WORDS.findall(planner.source[
+                        offsets[_first_line(statement) - 1]:offsets[min(statement.end_lineno or statement.lineno, len(offsets) - 1)]]))
+                found |= words_of[other]
+        return found
+
+    candidate_lines: dict[int, list[int]] = {}
+    gf105: set[int] = set()
+    for top, candidate in planner.candidates:
+        candidate_lines.setdefault(top, []).append(candidate.line)
+        if candidate.code == "GF105":
+            gf105.add(top)
+    found: list[ast.expr] = []
+    for index in indices:
+        statement = body[index]
+        if isinstance(statement, _DEFINITIONS) or index in gf105:
+            continue
+        if (statement.end_lineno or statement.lineno) - _first_line(statement) + 1 < ELEMENT_STATEMENT_LINES:
+            continue
+        targets = statement.targets if isinstance(statement, ast.Assign) else \
+            [statement.target] if isinstance(statement, (ast.AnnAssign, ast.AugAssign)) else []
+        bound = {n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)}
+        if bound & traced and not bound.isdisjoint(elsewhere(index)):
+            continue  # another kept statement reads it: what it holds may matter there
+        lines = sorted(candidate_lines.get(index, ()))
+        source = planner.source
+
+        def holds_candidate(node: ast.AST) -> bool:
+            at = bisect.bisect_left(lines, node.lineno)
+            return at < len(lines) and lines[at] <= (node.end_lineno or node.lineno)
+
+        def quiet(node: ast.expr) -> bool:
+            if (node.end_lineno or node.lineno) == node.lineno or holds_candidate(node):
+                return False
+            segment = source[_char_offset(source, offsets, node.lineno, node.col_offset):
+                             _char_offset(source, offsets, node.end_lineno or node.lineno, node.end_col_offset or 0)]
+            words = set(_WORDS.findall(segment))
+            if not words.isdisjoint(traced) or "requires_grad" in words:
+                return False
+            if fresh and FRESH_NAME_PATTERN.search(segment):
+                return False
+            return not any(isinstance(n, ast.NamedExpr) for n in ast.walk(node))
+
+        stack: list[ast.AST] = [statement]
+        while stack:
+            node = stack.pop()
+            if isinstance(node, (ast.List, ast.Tuple, ast.Set)):
+                elements = list(node.elts)
+            elif isinstance(node, ast.Dict):
+                elements = list(node.values)
+            else:
+                elements = []
+            if elements:
+                for element in elements:
+                    if not isinstance(element, ast.Starred) and quiet(element):
+                        found.append(element)
+                    elif holds_candidate(element) or not isinstance(element, ast.Starred):
+                        stack.append(element)
+                if isinstance(node, ast.Dict):
+                    stack.extend(k for k in node.keys if k is not None)
+                continue
+            if isinstance(node, ast.Call):
+                continue  # its arguments are read together; only literals are split
+            stack.extend(ast.iter_child_nodes(node))
+    found.sort(key=lambda e: (e.lineno, e.col_offset))
+    return found
+
+
+def _char_offset(source: str, offsets: list[int], line: int, column: int) -> int:
+    """The offset in ``source`` of an ast position (its columns count UTF-8 bytes)."""
+    start = offsets[line - 1]
+    text = source[start:offsets[min(line, len(offsets) - 1)]]
+    if text.isascii():
+        return start + column
+    return start + len(text.encode("utf-8")[:column].decode("utf-8", "replace"))
+
+
+def _element_stub(element: ast.expr, source: str, offsets: list[int], marker: str) -> Optional[_Stub]:
+    """``None`` and a marker comment where the element starts, blank lines for the rest of it."""
+    first, last = element.lineno, element.end_lineno or element.lineno
+    if last <= first or element.end_col_offset is None:
+        return None
+    start = _char_offset(source, offsets, first, element.col_offset)
+    end = _char_offset(source, offsets, last, element.end_col_offset)
+    text = source[start:end]
+    breaks = _NEWLINE.findall(text)
+    if len(breaks) != last - first:
+        return None
+    stub_line = f"None  # {marker}"
+    return _Stub(start, end, stub_line + "".join(breaks), stub_line)
 
 
 SELF_ATTRIBUTE = re.compile(r"self(?!\w)(?<!\wself)[ \t]*\.[ \t]*(\w+)")

@@ -641,6 +641,72 @@ def test_no_candidate_means_no_libcst(monkeypatch):
     assert fix_source(source).source == source
 
 
+TABLES = src("""
+    import torch
+    from torch import nn
+
+    UNUSED = [
+    """) + "".join(f"    ({i}, 'name{i}'),\n" for i in range(25)) + src("""
+    ]
+    SCALES = {
+    """) + "".join(f"    'k{i}': {i},\n" for i in range(25)) + src("""
+    }
+    OPS = [
+        dict(
+            name="relu",
+            op=lambda x: x.relu_(),
+        ),
+        dict(
+            name="plain",
+            op=lambda x: x.relu(),
+        ),
+        dict(  # ünïcode before the element's end
+            name="sigmoid",
+            op=lambda x: x.sigmoid(),
+        ),
+    """) + "".join(f"    dict(\n        name='op{i}',\n        op=None,\n    ),\n" for i in range(12)) + src("""
+    ]
+
+
+    def gate(x):
+        y = torch.sigmoid(x)
+        y.mul_(SCALES["k1"])
+        return y
+    """)
+
+
+def test_long_module_statements_nothing_reads_are_left_out_and_restored():
+    plan = planned(TABLES)
+    assert plan is not None and plan.focused
+    assert "name7" not in plan.text  # UNUSED: nothing kept reads it
+    assert "'k7': 7" in plan.text  # SCALES: `gate` reads it
+    # OPS holds a candidate (`x.relu_()`): its element stays, its quiet multi-line siblings become None
+    assert "x.relu_()" in plan.text and "x.sigmoid()" not in plan.text and "op3" not in plan.text
+    assert len(plan.text.splitlines()) == len(TABLES.splitlines())
+    assert_same(TABLES)
+    fixed = fix_both(TABLES, unsafe_fixes=True, level=Level.WARNING)
+    assert "name7" in fixed.source and "x.sigmoid()" in fixed.source and fixed.source != TABLES
+
+
+def test_a_table_a_kept_table_reads_stays():
+    text = src("""
+        import torch
+
+        BASE = [
+        """) + "".join(f"    {i},\n" for i in range(25)) + src("""
+        ]
+        DERIVED = [b * 2 for b in BASE]
+
+
+        def f(x):
+            x.add_(DERIVED[0])
+            return x
+        """)
+    plan = planned(text)
+    assert plan is None or "    24," in plan.text
+    assert_same(text)
+
+
 def test_syntax_error_in_a_left_out_definition_is_reported_as_cpython_does():
     source = src("""
         import torch
