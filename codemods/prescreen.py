@@ -1268,6 +1268,21 @@ def _focused(planner: _Planner, whole: Plan) -> Optional[Plan]:
     # requires_grad on (every traced name), or, for the written tensor itself, save it for backward.
     # A site in module-level code follows every use (rebinding, where a module runs).
     SITE, MODULE, USED = "site", "module", "used"
+    candidate_lines: dict[int, list[int]] = {}
+    for top, candidate in planner.candidates:
+        candidate_lines.setdefault(top, []).append(candidate.line)
+    traced_cache: dict[int, set[str]] = {}
+
+    def traced_from(index: int) -> set[str]:
+        """The module-level names an analysis can follow from statement ``index``: in a long
+        literal table, only from the elements that hold a candidate (see _element_roots)."""
+        if index not in traced_cache:
+            roots = _element_roots(body[index], sorted(candidate_lines.get(index, ())))
+            found: set[str] = set()
+            for root in roots if roots is not None else [body[index]]:
+                found |= _traced_names(root, names)
+            traced_cache[index] = found
+        return traced_cache[index]
     kept |= sites
     full_names: set[str] = set()  # followed to every use in the window
     switch_names: set[str] = set()  # followed to `name.requires_grad` uses only
@@ -1283,7 +1298,7 @@ def _focused(planner: _Planner, whole: Plan) -> Optional[Plan]:
             written = set()
             for statement in planner.statements.get(index, ()):
                 written.update(_WORDS.findall(source[offsets[statement.lineno - 1]:offsets[min(statement.end_lineno or statement.lineno, len(offsets) - 1)]]))
-        pending = {(name, written is None or name in written) for name in _traced_names(body[index], names)}
+        pending = {(name, written is None or name in written) for name in traced_from(index)}
         done: set[tuple[str, bool]] = set()
         while pending:
             name, full = pending.pop()
@@ -1297,12 +1312,12 @@ def _focused(planner: _Planner, whole: Plan) -> Optional[Plan]:
                 window = range(latest + 1, index)
                 if latest >= 0 and not isinstance(body[latest], _DEFINITIONS):
                     # the value it was bound from: traced as a value (full in a module-level site's chain)
-                    pending |= {(n, mode != SITE) for n in _traced_names(body[latest], names)}
+                    pending |= {(n, mode != SITE) for n in traced_from(latest)}
             else:
                 window = range(len(body))
                 for i in bindings:
                     if not isinstance(body[i], _DEFINITIONS):
-                        pending |= {(n, True) for n in _traced_names(body[i], names)}
+                        pending |= {(n, True) for n in traced_from(i)}
             pattern = re.compile(_word(name) if full else _word(name) + _GAP + r"\." + _GAP + "requires_grad")
             for other in window:
                 if other not in kept and isinstance(body[other], _DEFINITIONS) and mentions(other, pattern):
@@ -1320,8 +1335,12 @@ def _focused(planner: _Planner, whole: Plan) -> Optional[Plan]:
     tables = _left_out_tables(body, kept, sites, full_names | switch_names, fresh, unit_text)
     left_out.extend(tables)
     table_ids = {id(t) for t in tables}
+    # A traced name bound at module level only by imports and definitions is a module, function
+    # or class: a value in a table that names it is not a tensor any analysis follows.
+    valued = {n for n in full_names | switch_names
+              if not names.kinds.get(n, {names.OTHER}) <= {names.IMPORT, names.TORCH_IMPORT, names.DEFINITION}}
     elements = _left_out_elements(planner, [i for i in sorted(kept) if id(body[i]) not in table_ids],
-                                  full_names | switch_names, fresh, offsets)
+                                  valued, fresh, offsets)
     if not left_out and not elements:
         return None
     marker = "gradfix-focus-"
@@ -1429,38 +1448,14 @@ def _left_out_elements(planner: "_Planner", indices: list[int], traced: set[str]
     left whole; so are call arguments (a call's arguments are read together).
     """
     body = planner.tree.body
-    words_of: dict[int, set[str]] = {}
-
-    def elsewhere(index: int) -> set[str]:
-        """The words of every other kept statement."""
-        found: set[str] = set()
-        for other in indices:
-            if other != index:
-                if other not in words_of:
-                    statement = body[other]
-                    words_of[other] = set(_WORDS.findall(planner.source[
-                        offsets[_first_line(statement) - 1]:offsets[min(statement.end_lineno or statement.lineno, len(offsets) - 1)]]))
-                found |= words_of[other]
-        return found
-
     candidate_lines: dict[int, list[int]] = {}
-    gf105: set[int] = set()
     for top, candidate in planner.candidates:
         candidate_lines.setdefault(top, []).append(candidate.line)
-        if candidate.code == "GF105":
-            gf105.add(top)
     found: list[ast.expr] = []
     for index in indices:
         statement = body[index]
-        if isinstance(statement, _DEFINITIONS) or index in gf105:
+        if not _literal_table(statement):
             continue
-        if (statement.end_lineno or statement.lineno) - _first_line(statement) + 1 < ELEMENT_STATEMENT_LINES:
-            continue
-        targets = statement.targets if isinstance(statement, ast.Assign) else \
-            [statement.target] if isinstance(statement, (ast.AnnAssign, ast.AugAssign)) else []
-        bound = {n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)}
-        if bound & traced and not bound.isdisjoint(elsewhere(index)):
-            continue  # another kept statement reads it: what it holds may matter there
         lines = sorted(candidate_lines.get(index, ()))
         source = planner.source
 
@@ -1473,12 +1468,9 @@ def _left_out_elements(planner: "_Planner", indices: list[int], traced: set[str]
                 return False
             segment = source[_char_offset(source, offsets, node.lineno, node.col_offset):
                              _char_offset(source, offsets, node.end_lineno or node.lineno, node.end_col_offset or 0)]
-            words = set(_WORDS.findall(segment))
-            if not words.isdisjoint(traced) or "requires_grad" in words:
+            if "requires_grad" in segment or (fresh and FRESH_NAME_PATTERN.search(segment)):
                 return False
-            if fresh and FRESH_NAME_PATTERN.search(segment):
-                return False
-            return not any(isinstance(n, ast.NamedExpr) for n in ast.walk(node))
+            return not _reads_any(node, traced)
 
         stack: list[ast.AST] = [statement]
         while stack:
@@ -1503,6 +1495,103 @@ def _left_out_elements(planner: "_Planner", indices: list[int], traced: set[str]
             stack.extend(ast.iter_child_nodes(node))
     found.sort(key=lambda e: (e.lineno, e.col_offset))
     return found
+
+
+def _reads_any(node: ast.AST, names: set[str]) -> bool:
+    """Does ``node`` hold a ``:=``, or a Name from ``names`` that no lambda or comprehension
+    inside it binds (an analysis follows module-level names through Name nodes only)?"""
+    stack: list[tuple[ast.AST, frozenset[str]]] = [(node, frozenset())]
+    while stack:
+        current, local = stack.pop()
+        if isinstance(current, ast.NamedExpr):
+            return True
+        if isinstance(current, ast.Name):
+            if current.id in names and current.id not in local:
+                return True
+            continue
+        if isinstance(current, ast.Lambda):
+            arguments = current.args
+            bound = {a.arg for a in (*arguments.posonlyargs, *arguments.args, *arguments.kwonlyargs,
+                                     arguments.vararg, arguments.kwarg) if a is not None}
+            stack.extend((d, local) for d in (*arguments.defaults, *arguments.kw_defaults) if d is not None)
+            stack.append((current.body, local | bound))
+            continue
+        if isinstance(current, (ast.ListComp, ast.SetComp, ast.GeneratorExp, ast.DictComp)):
+            bound = {n.id for g in current.generators for n in ast.walk(g.target) if isinstance(n, ast.Name)}
+            inner = local | bound
+            stack.append((current.generators[0].iter, local))  # the first iterable is evaluated outside
+            for number, generator in enumerate(current.generators):
+                if number:
+                    stack.append((generator.iter, inner))
+                stack.extend((condition, inner) for condition in generator.ifs)
+            parts = (current.key, current.value) if isinstance(current, ast.DictComp) else (current.elt,)
+            stack.extend((part, inner) for part in parts)
+            continue
+        stack.extend((child, local) for child in ast.iter_child_nodes(current))
+    return False
+
+
+def _literal_table(statement: ast.stmt) -> bool:
+    """A long module-level assignment or expression of plain names whose literals can be split."""
+    if not isinstance(statement, (ast.Assign, ast.AnnAssign, ast.Expr)):
+        return False
+    if (statement.end_lineno or statement.lineno) - _first_line(statement) + 1 < ELEMENT_STATEMENT_LINES:
+        return False
+    targets = statement.targets if isinstance(statement, ast.Assign) else \
+        [statement.target] if isinstance(statement, ast.AnnAssign) else []
+    if not all(isinstance(t, ast.Name) for t in targets):
+        return False  # `a, b = [x, y]`: the elements are the names' values
+    # `[nn.Linear(...), nn.ReLU(inplace=True)]`: GF105 reads the items before the module
+    return not _builds_inplace_module(statement)
+
+
+def _element_roots(statement: ast.stmt, lines: list[int]) -> Optional[list[ast.AST]]:
+    """What an analysis can reach in a literal table: its targets, and the innermost literal
+    elements that hold a candidate (with every non-literal part on the way); None: the whole
+    statement (not a literal table).
+
+    An element of a list, tuple, set or dict literal is a value of its own: no analysis of a
+    candidate in one element reads its siblings (the table's kind, a collection, does not depend
+    on them), so names only the other elements mention are not followed.
+    """
+    if not _literal_table(statement):
+        return None
+
+    def holds(node: ast.AST) -> bool:
+        at = bisect.bisect_left(lines, node.lineno)
+        return at < len(lines) and lines[at] <= (node.end_lineno or node.lineno)
+
+    roots: list[ast.AST] = []
+    if isinstance(statement, ast.Assign):
+        roots.extend(statement.targets)
+    elif isinstance(statement, ast.AnnAssign):
+        roots.append(statement.target)
+    stack: list[ast.AST] = [statement.value] if statement.value is not None else []  # type: ignore[union-attr]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, (ast.List, ast.Tuple, ast.Set)):
+            elements: list[ast.AST] = list(node.elts)
+        elif isinstance(node, ast.Dict):
+            elements = [n for n in (*node.keys, *node.values) if n is not None]
+        else:
+            roots.append(node)
+            continue
+        stack.extend(e for e in elements if holds(e) or isinstance(e, ast.Starred))
+    return roots
+
+
+def _builds_inplace_module(statement: ast.stmt) -> bool:
+    """Does it construct a module with ``inplace`` (a capitalised callee given ``inplace=``)?"""
+    for node in ast.walk(statement):
+        if isinstance(node, ast.Call) and any(k.arg == "inplace" for k in node.keywords):
+            callee = node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", "")
+            if callee[:1].isupper():
+                return True
+        elif isinstance(node, ast.Call) and node.args:
+            callee = node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", "")
+            if callee in INPLACE_MODULES:  # `nn.ReLU(True)`: inplace by position
+                return True
+    return False
 
 
 def _char_offset(source: str, offsets: list[int], line: int, column: int) -> int:

@@ -707,6 +707,21 @@ def test_a_table_a_kept_table_reads_stays():
     assert_same(text)
 
 
+def test_only_a_table_element_with_a_candidate_is_traced():
+    """In a long literal table, the names the other elements mention are not followed: the
+    definitions only they name are left out, and so are those elements."""
+    helpers = "".join(f"def sample_{i}(op):\n    t = torch.ones(2)\n    t.add_(1)\n    return t\n\n\n" for i in range(3))
+    table = "OPS = [\n" + "".join(
+        f"    dict(\n        name='op{i}',\n        sample=sample_{i % 3},\n        op=lambda x: x.{'relu_' if i == 0 else 'relu'}(),\n    ),\n"
+        for i in range(15)
+    ) + "]\n"
+    text = "import torch\n\n\n" + helpers + table + "\n\nUSES = [op for op in OPS]\n"
+    plan = planned(text)
+    assert plan is not None
+    assert "x.relu_()" in plan.text and "name='op5'" not in plan.text
+    assert_same(text)
+
+
 def test_syntax_error_in_a_left_out_definition_is_reported_as_cpython_does():
     source = src("""
         import torch
