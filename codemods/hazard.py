@@ -380,6 +380,8 @@ class HazardAnalysis:
                 start = ctx.start(node)
                 if after < start < site_start or (loop is not None and ctx.is_inside(node, loop)):
                     uses.append(node)
+        # libcst keeps bindings and references in sets: source order, so the line reported is stable
+        uses.sort(key=ctx.start)
         return uses
 
     def saved_as_input(self, target: cst.BaseExpression, site: cst.CSTNode) -> Optional[str]:
