@@ -212,6 +212,13 @@ def _report_problems(discovery: files.Discovery, outcomes: list[runner.FileOutco
     return failed
 
 
+def _problems(discovery: files.Discovery, outcomes: list[runner.FileOutcome]) -> list[report.Problem]:
+    """The files that could not be checked, for the machine-readable outputs (stderr has them too)."""
+    found = [report.problem(message.split(": ", 1)[0], message) for message in discovery.errors]
+    found += [report.problem(o.display, message) for o in outcomes for message in o.errors]
+    return found
+
+
 EXIT_INTERRUPTED = 130  # as a shell reports a process ended by Ctrl-C
 
 
@@ -263,10 +270,12 @@ def check(
     elif output_format is CheckFormat.github:
         for finding in findings:
             out(report.github_annotation(finding))
+        for item in _problems(discovery, outcomes):
+            out(report.github_problem(item))
     elif output_format is CheckFormat.sarif:
         from .codemods import ALL_RULES
 
-        out(report.sarif_log(findings, ALL_RULES, __version__))
+        out(report.sarif_log(findings, ALL_RULES, __version__, _problems(discovery, outcomes)))
     else:
         for finding in findings:
             out(report.finding_line(finding, settings.unsafe_fixes, settings.fix_level))

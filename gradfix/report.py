@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
-from typing import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Iterable, Optional, Sequence
 
 from .codemods import Finding, FixSafety, Level
 
@@ -155,6 +157,46 @@ def github_annotation(finding: Finding) -> str:
     return f"::{command} {rendered}::{_escape_data(finding.message)}"
 
 
+# --- files that could not be checked, for the machine-readable outputs ------------------------
+
+
+@dataclass(frozen=True)
+class Problem:
+    """A file gradfix could not check (unreadable, undecodable, a syntax error, an internal error)."""
+
+    path: str
+    message: str  # without the path
+    line: Optional[int] = None
+    col: Optional[int] = None
+
+
+_POSITION = re.compile(r":(\d+)(?::(\d+))?: ")
+
+
+def problem(path: str, text: str) -> Problem:
+    """``text`` as the runner words it (``path: ...`` or ``path:line:col: ...``) for ``path``."""
+    if text.startswith(path):
+        rest = text[len(path):]
+        match = _POSITION.match(rest)
+        if match:
+            line, col = match.group(1), match.group(2)
+            return Problem(path, rest[match.end():], int(line), int(col) if col else None)
+        if rest.startswith(": "):
+            return Problem(path, rest[2:])
+    return Problem(path, text)
+
+
+def github_problem(item: Problem) -> str:
+    """A workflow error annotation on the file (and line) that could not be checked."""
+    properties = {"file": item.path, "title": "gradfix could not check this file"}
+    if item.line is not None:
+        properties["line"] = str(item.line)
+        if item.col is not None:
+            properties["col"] = str(item.col)
+    rendered = ",".join(f"{key}={_escape_property(value)}" for key, value in properties.items())
+    return f"::error {rendered}::{_escape_data(item.message)}"
+
+
 # --- SARIF 2.1.0 ---------------------------------------------------------------------------------
 
 SARIF_SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
@@ -166,7 +208,7 @@ def _sarif_uri(path: str) -> str:
     return quote(path.replace("\\", "/"))
 
 
-def sarif_log(findings: Sequence[Finding], rules: Sequence, version: str) -> str:
+def sarif_log(findings: Sequence[Finding], rules: Sequence, version: str, problems: Sequence[Problem] = ()) -> str:
     """One SARIF 2.1.0 log with one run: every rule in ``tool.driver.rules``, one result per finding.
 
     Paths are relative to the working directory (``uriBaseId`` ``%SRCROOT%``); regions are
@@ -211,6 +253,18 @@ def sarif_log(findings: Sequence[Finding], rules: Sequence, version: str) -> str
             "tool": {"driver": {"name": "gradfix", "version": version, "rules": descriptors}},
             "columnKind": "unicodeCodePoints",
             "results": results,
+            # Files that could not be checked: the run is not a clean bill of health for them.
+            "invocations": [{
+                "executionSuccessful": not problems,
+                "toolExecutionNotifications": [_sarif_notification(item) for item in problems],
+            }],
         }],
     }
     return json.dumps(log, indent=2, ensure_ascii=False)
+
+
+def _sarif_notification(item: Problem) -> dict:
+    location: dict = {"artifactLocation": {"uri": _sarif_uri(item.path), "uriBaseId": "%SRCROOT%"}}
+    if item.line is not None:
+        location["region"] = {"startLine": item.line, **({"startColumn": item.col} if item.col else {})}
+    return {"level": "error", "message": {"text": item.message}, "locations": [{"physicalLocation": location}]}

@@ -560,6 +560,31 @@ def test_sarif_with_no_findings_is_still_a_valid_log(tmp_path):
     assert log["runs"][0]["results"] == []
 
 
+def test_files_that_cannot_be_checked_appear_in_github_and_sarif_outputs(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write(tmp_path / "a.py", SAFE)
+    write(tmp_path / "broken.py", BROKEN)
+    (tmp_path / "latin.py").write_bytes(b"\xff\xfe x = 1\n")
+    github = run("check", ".", "--format", "github", "--no-cache")
+    assert github.exit_code == 2
+    problems = [line for line in github.stdout.splitlines() if "could not check" in line]
+    assert len(problems) == 2
+    (broken,) = [line for line in problems if "file=broken.py" in line]
+    assert ",line=2" in broken and "syntax error" in broken
+    assert any(line.startswith("::error file=latin.py,") and "decode" in line for line in problems)
+    sarif = run("check", ".", "--format", "sarif", "--no-cache")
+    log = json.loads(sarif.stdout)
+    assert_sarif_shape(log)
+    (invocation,) = log["runs"][0]["invocations"]
+    assert invocation["executionSuccessful"] is False
+    notes = {n["locations"][0]["physicalLocation"]["artifactLocation"]["uri"]: n for n in invocation["toolExecutionNotifications"]}
+    assert set(notes) == {"broken.py", "latin.py"}
+    assert notes["broken.py"]["locations"][0]["physicalLocation"]["region"]["startLine"] == 2
+    assert all(n["level"] == "error" and n["message"]["text"] for n in notes.values())
+    clean = json.loads(run("check", "a.py", "--format", "sarif", "--no-cache").stdout)
+    assert clean["runs"][0]["invocations"] == [{"executionSuccessful": True, "toolExecutionNotifications": []}]
+
+
 # --- progress ------------------------------------------------------------------------------------------
 
 
