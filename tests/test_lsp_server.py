@@ -489,12 +489,15 @@ async def test_bursts_of_changes_and_closing_while_linting(tmp_path):
         # Only the latest text is linted: far fewer publications than changes.
         assert sum(1 for p in client.published if p.uri == uri) < 10
 
-        # Close a document right after opening it (its lint pending): cleared, never published after.
+        # Close a document right after opening it (its lint usually pending): cleared, never published after.
+        # (On a loaded machine the lint may finish before the server reads the close: then it was
+        # published first, and the clear must still come last.)
         other = open_doc(client, tmp_path / "other.py", MODEL)
         client.text_document_did_close(types.DidCloseTextDocumentParams(types.TextDocumentIdentifier(other)))
-        await _until(lambda: any(p.uri == other for p in client.published))
+        await _until(lambda: any(p.uri == other and not p.diagnostics for p in client.published))
         await asyncio.sleep(0.5)
-        assert [list(p.diagnostics) for p in client.published if p.uri == other] == [[]]
+        published = [list(p.diagnostics) for p in client.published if p.uri == other]
+        assert published[-1] == [] and published.count([]) == 1 and len(published) <= 2
         # and the server is still there
         assert list(await code_actions(client, other, final[0].range)) == []
         assert await code_actions(client, uri, final[0].range)
