@@ -140,10 +140,12 @@ class RuleContext:
 
     def proven(self, node: cst.CSTNode) -> bool:
         """Does ``node``'s statement hold a line where a traced run saw autograd break?"""
-        if not self.proven_lines:
-            return False
-        span = self._positions[self.statement_of(node)]
-        return any(span.start.line <= line <= span.end.line for line in self.proven_lines)
+        return bool(self.proven_lines) and self.spans_a_line(self.statement_of(node), self.proven_lines)
+
+    def spans_a_line(self, node: cst.CSTNode, lines: frozenset[int]) -> bool:
+        """Does ``node`` run over one of ``lines``?"""
+        span = self._positions[node]
+        return any(span.start.line <= line <= span.end.line for line in lines)
 
     def rebinding(self, target: cst.BaseExpression, site: cst.CSTNode) -> RebindVerdict:
         return self.aliases.rebinding(target, site)

@@ -440,15 +440,9 @@ def fix_lines(
     module, ctx, raw = analysed
     on_lines = [item for item in raw if _on_lines(ctx, item, wanted)]
     chosen = _choose_fixes(on_lines, ctx, unsafe_fixes, Level.WARNING)
-    fixed = []
-    for item in chosen:
-        try:
-            cst.parse_module(_apply(module, [item.report.fix]).code)  # type: ignore[list-item]
-            fixed.append(item)
-        except (cst.ParserSyntaxError, cst.CSTValidationError):
-            result.errors.append(f"{path}:{ctx.line(item.report.node)}: {item.rule.code} fix produced invalid code; not applied")
-    if fixed:
-        result.source = cst.parse_module(_apply(module, [item.report.fix for item in fixed]).code).code  # type: ignore[misc]
+    fixed, code = _apply_parsing(module, chosen, ctx, result, path) if chosen else ([], None)
+    if code is not None:
+        result.source = code
         for item in fixed:
             result.applied[item.rule.code] = result.applied.get(item.rule.code, 0) + 1
     chosen_ids = {id(item) for item in fixed}
@@ -478,8 +472,7 @@ def _analyze_lines(source: str, lines: frozenset[int]) -> Optional[tuple[cst.Mod
 
 
 def _on_lines(ctx: RuleContext, item: _RawReport, lines: frozenset[int]) -> bool:
-    span = ctx.position(item.report.statement or ctx.statement_of(item.report.node))
-    return any(span.start.line <= line <= span.end.line for line in lines)
+    return ctx.spans_a_line(item.report.statement or ctx.statement_of(item.report.node), lines)
 
 
 @dataclass
@@ -500,24 +493,12 @@ def _fix_pass(text: str, plan: Optional[prescreen.Plan], rules: Sequence[Rule], 
     if not candidates:
         return _PassOutcome(ctx, raw, [], None)
     broken_before, errors_before = set(broken), len(result.errors)
-    try:
-        code = cst.parse_module(_apply(module, [c.report.fix for c in candidates]).code).code  # type: ignore[misc]
-    except (cst.ParserSyntaxError, cst.CSTValidationError):
-        # Find the fixes that break the code, one at a time, and leave them out.
-        good = []
-        for item in candidates:
-            try:
-                cst.parse_module(_apply(module, [item.report.fix]).code)  # type: ignore[list-item]
-                good.append(item)
-            except (cst.ParserSyntaxError, cst.CSTValidationError):
-                broken.add(_key(item, ctx))
-                result.errors.append(
-                    f"{path}:{ctx.line(item.report.node)}: {item.rule.code} fix produced invalid code; not applied"
-                )
-        if not good:
-            return _PassOutcome(ctx, raw, [], None, more=True)
-        candidates = good
-        code = cst.parse_module(_apply(module, [c.report.fix for c in candidates]).code).code  # type: ignore[misc]
+    good, code = _apply_parsing(module, candidates, ctx, result, path)
+    kept = {id(item) for item in good}
+    broken.update(_key(item, ctx) for item in candidates if id(item) not in kept)
+    if code is None:
+        return _PassOutcome(ctx, raw, [], None, more=True)
+    candidates = good
     if code == module.code:
         return _PassOutcome(ctx, raw, [], None)
     new_text = plan.restore(code) if plan is not None else code
@@ -527,6 +508,27 @@ def _fix_pass(text: str, plan: Optional[prescreen.Plan], rules: Sequence[Rule], 
         del result.errors[errors_before:]
         return None
     return _PassOutcome(ctx, raw, candidates, new_text)
+
+
+def _apply_parsing(module: cst.Module, candidates: list[_RawReport], ctx: RuleContext, result: FixResult,
+                   path: str) -> tuple[list[_RawReport], Optional[str]]:
+    """The fixes applied together, and the code; a fix whose output does not parse is left out and
+    named in ``result.errors`` (None: every fix broke the code)."""
+    try:
+        return candidates, cst.parse_module(_apply(module, [c.report.fix for c in candidates]).code).code  # type: ignore[misc]
+    except (cst.ParserSyntaxError, cst.CSTValidationError):
+        pass
+    # Find the fixes that break the code, one at a time, and leave them out.
+    good = []
+    for item in candidates:
+        try:
+            cst.parse_module(_apply(module, [item.report.fix]).code)  # type: ignore[list-item]
+            good.append(item)
+        except (cst.ParserSyntaxError, cst.CSTValidationError):
+            result.errors.append(f"{path}:{ctx.line(item.report.node)}: {item.rule.code} fix produced invalid code; not applied")
+    if not good:
+        return [], None
+    return good, cst.parse_module(_apply(module, [c.report.fix for c in good]).code).code  # type: ignore[misc]
 
 
 def _key(item: _RawReport, ctx: RuleContext) -> tuple[str, int, int]:
