@@ -1271,13 +1271,15 @@ def _focused(planner: _Planner, whole: Plan) -> Optional[Plan]:
     candidate_lines: dict[int, list[int]] = {}
     for top, candidate in planner.candidates:
         candidate_lines.setdefault(top, []).append(candidate.line)
+    for found_lines in candidate_lines.values():
+        found_lines.sort()
     traced_cache: dict[int, set[str]] = {}
 
     def traced_from(index: int) -> set[str]:
         """The module-level names an analysis can follow from statement ``index``: in a long
         literal table, only from the elements that hold a candidate (see _element_roots)."""
         if index not in traced_cache:
-            roots = _element_roots(body[index], sorted(candidate_lines.get(index, ())))
+            roots = _element_roots(body[index], candidate_lines.get(index, []))
             found: set[str] = set()
             for root in roots if roots is not None else [body[index]]:
                 found |= _traced_names(root, names)
@@ -1340,7 +1342,7 @@ def _focused(planner: _Planner, whole: Plan) -> Optional[Plan]:
     valued = {n for n in full_names | switch_names
               if not names.kinds.get(n, {names.OTHER}) <= {names.IMPORT, names.TORCH_IMPORT, names.DEFINITION}}
     elements = _left_out_elements(planner, [i for i in sorted(kept) if id(body[i]) not in table_ids],
-                                  valued, fresh, offsets)
+                                  candidate_lines, valued, fresh, offsets)
     if not left_out and not elements:
         return None
     marker = "gradfix-focus-"
@@ -1374,29 +1376,19 @@ def _focused(planner: _Planner, whole: Plan) -> Optional[Plan]:
     return Plan(source, text, whole.candidates, whole.units, whole.units - top_stubs, kept_lines, stubs)
 
 
-# A module-level assignment at least this long that nothing kept reads is left out (the big tables:
-# op databases, generated dicts); a short one costs libcst little and is kept.
-TABLE_LINES = 1
-
-
 def _left_out_tables(body: list[ast.stmt], kept: set[int], sites: set[int], traced: set[str], fresh: bool,
                      unit_text) -> list[ast.stmt]:
-    """Long module-level assignments (and expressions) that no analysis of the kept code can read.
+    """Module-level assignments (and expressions) that no analysis of the kept code can read.
 
     Left out when the statement holds no candidate, binds only plain names, none of which
     any other kept text mentions (a word test over the kept text: strings and comments
     count, which only keeps more), mentions no name a site traces, and, where a fix may
     pick a fresh name, holds none of the names a fix could pick.
     """
-    long = [
-        i for i in sorted(kept)
-        if i not in sites and isinstance(body[i], (ast.Assign, ast.AnnAssign, ast.Expr))
-        and (body[i].end_lineno or body[i].lineno) - _first_line(body[i]) + 1 >= TABLE_LINES
-    ]
-    if not long:
-        return []
     bound: dict[int, set[str]] = {}
-    for i in long:
+    for i in sorted(kept):
+        if i in sites or not isinstance(body[i], (ast.Assign, ast.AnnAssign, ast.Expr)):
+            continue
         statement = body[i]
         targets = statement.targets if isinstance(statement, ast.Assign) else \
             [statement.target] if isinstance(statement, ast.AnnAssign) else []
@@ -1437,34 +1429,26 @@ def _left_out_tables(body: list[ast.stmt], kept: set[int], sites: set[int], trac
 ELEMENT_STATEMENT_LINES = 50
 
 
-def _left_out_elements(planner: "_Planner", indices: list[int], traced: set[str], fresh: bool,
-                       offsets: list[int]) -> list[ast.expr]:
+def _left_out_elements(planner: "_Planner", indices: list[int], candidate_lines: dict[int, list[int]],
+                       traced: set[str], fresh: bool, offsets: list[int]) -> list[ast.expr]:
     """Multi-line elements of literals in long module-level statements that no analysis reads.
 
-    A literal's elements are independent values: an element with no candidate, no name a site
-    traces, no ``requires_grad``, no ``:=`` (and, where a fix may pick a fresh name, none of
-    those names) is replaced by ``None``. Statements that bind a traced name (their value's
-    kind may matter) or hold a GF105 candidate (``nn.Sequential`` items are read in order) are
-    left whole; so are call arguments (a call's arguments are read together).
+    A literal's elements are independent values: in a :func:`_literal_table`, an element with
+    no candidate, no name a site traces, no ``requires_grad``, no ``:=`` (and, where a fix may
+    pick a fresh name, none of those names) is replaced by ``None``. Call arguments are left
+    whole (a call's arguments are read together). ``candidate_lines``: sorted, per statement.
     """
     body = planner.tree.body
-    candidate_lines: dict[int, list[int]] = {}
-    for top, candidate in planner.candidates:
-        candidate_lines.setdefault(top, []).append(candidate.line)
+    source = planner.source
     found: list[ast.expr] = []
     for index in indices:
         statement = body[index]
         if not _literal_table(statement):
             continue
-        lines = sorted(candidate_lines.get(index, ()))
-        source = planner.source
-
-        def holds_candidate(node: ast.AST) -> bool:
-            at = bisect.bisect_left(lines, node.lineno)
-            return at < len(lines) and lines[at] <= (node.end_lineno or node.lineno)
+        lines = candidate_lines.get(index, [])
 
         def quiet(node: ast.expr) -> bool:
-            if (node.end_lineno or node.lineno) == node.lineno or holds_candidate(node):
+            if (node.end_lineno or node.lineno) == node.lineno or _holds_line(node, lines):
                 return False
             segment = source[_char_offset(source, offsets, node.lineno, node.col_offset):
                              _char_offset(source, offsets, node.end_lineno or node.lineno, node.end_col_offset or 0)]
@@ -1485,7 +1469,7 @@ def _left_out_elements(planner: "_Planner", indices: list[int], traced: set[str]
                 for element in elements:
                     if not isinstance(element, ast.Starred) and quiet(element):
                         found.append(element)
-                    elif holds_candidate(element) or not isinstance(element, ast.Starred):
+                    elif _holds_line(element, lines) or not isinstance(element, ast.Starred):
                         stack.append(element)
                 if isinstance(node, ast.Dict):
                     stack.extend(k for k in node.keys if k is not None)
@@ -1546,6 +1530,7 @@ def _literal_table(statement: ast.stmt) -> bool:
 
 
 def _element_roots(statement: ast.stmt, lines: list[int]) -> Optional[list[ast.AST]]:
+    # ``lines``: the statement's candidate lines, sorted
     """What an analysis can reach in a literal table: its targets, and the innermost literal
     elements that hold a candidate (with every non-literal part on the way); None: the whole
     statement (not a literal table).
@@ -1556,11 +1541,6 @@ def _element_roots(statement: ast.stmt, lines: list[int]) -> Optional[list[ast.A
     """
     if not _literal_table(statement):
         return None
-
-    def holds(node: ast.AST) -> bool:
-        at = bisect.bisect_left(lines, node.lineno)
-        return at < len(lines) and lines[at] <= (node.end_lineno or node.lineno)
-
     roots: list[ast.AST] = []
     if isinstance(statement, ast.Assign):
         roots.extend(statement.targets)
@@ -1576,21 +1556,27 @@ def _element_roots(statement: ast.stmt, lines: list[int]) -> Optional[list[ast.A
         else:
             roots.append(node)
             continue
-        stack.extend(e for e in elements if holds(e) or isinstance(e, ast.Starred))
+        stack.extend(e for e in elements if _holds_line(e, lines) or isinstance(e, ast.Starred))
     return roots
+
+
+def _holds_line(node: ast.AST, lines: list[int]) -> bool:
+    """Does ``node`` span one of the (sorted) ``lines``?"""
+    at = bisect.bisect_left(lines, node.lineno)
+    return at < len(lines) and lines[at] <= (node.end_lineno or node.lineno)
 
 
 def _builds_inplace_module(statement: ast.stmt) -> bool:
     """Does it construct a module with ``inplace`` (a capitalised callee given ``inplace=``)?"""
     for node in ast.walk(statement):
-        if isinstance(node, ast.Call) and any(k.arg == "inplace" for k in node.keywords):
-            callee = node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", "")
+        if not isinstance(node, ast.Call):
+            continue
+        callee = node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", "")
+        if any(k.arg == "inplace" for k in node.keywords):
             if callee[:1].isupper():
                 return True
-        elif isinstance(node, ast.Call) and node.args:
-            callee = node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", "")
-            if callee in INPLACE_MODULES:  # `nn.ReLU(True)`: inplace by position
-                return True
+        elif node.args and callee in INPLACE_MODULES:  # `nn.ReLU(True)`: inplace by position
+            return True
     return False
 
 
@@ -1684,11 +1670,7 @@ def _table_stub(statement: ast.stmt, source: str, offsets: list[int], marker: st
     if len(lines) != last - first + 1 or statement.col_offset != 0:
         return None
     stub_line = f"# {marker}"
-    pieces = []
-    for number, line in enumerate(lines):
-        ending = line[len(line.rstrip("\r\n")):]
-        pieces.append((stub_line if number == 0 else "") + ending)
-    return _Stub(start, end, "".join(pieces), stub_line)
+    return _Stub(start, end, _blanked(lines, 0, stub_line), stub_line)
 
 
 _DEF_LINE = re.compile(r"(?:async[ \t]+)?def[ \t]+(\w+)|class[ \t]+(\w+)")
@@ -1709,8 +1691,10 @@ def _stub(statement: ast.stmt, source: str, offsets: list[int], marker: str) -> 
         return None  # the name is not on the keyword's line: keep the definition
     suffix = ": pass" if isinstance(statement, ast.ClassDef) else "(): pass"
     stub_line = f"{header[:indent]}{match.group(0)}{suffix}  # {marker}"
-    pieces = []
-    for number, line in enumerate(lines):
-        ending = line[len(line.rstrip("\r\n")):]
-        pieces.append((stub_line if number == keyword - first else "") + ending)
-    return _Stub(start, end, "".join(pieces), stub_line)
+    return _Stub(start, end, _blanked(lines, keyword - first, stub_line), stub_line)
+
+
+def _blanked(lines: list[str], at: int, stub_line: str) -> str:
+    """``lines`` emptied, keeping their endings, with ``stub_line`` on line ``at``."""
+    return "".join((stub_line if number == at else "") + line[len(line.rstrip("\r\n")):]
+                   for number, line in enumerate(lines))
