@@ -35,6 +35,8 @@ from .codemods import Finding, FixSafety, GradContext, Level
 from .config import Settings
 
 CACHE_DIR_NAME = ".gradfix_cache"
+#: Where `gradfix trace` writes its findings unless told otherwise, and where the editor reads them.
+DEFAULT_TRACE_FILE = os.path.join(CACHE_DIR_NAME, "trace.json")
 #: Overrides the cache folder (as RUFF_CACHE_DIR does), e.g. for CI caches.
 CACHE_DIR_ENV = "GRADFIX_CACHE_DIR"
 FORMAT = 1  # bump when the entry layout changes

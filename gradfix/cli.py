@@ -315,7 +315,11 @@ def fix(
     if from_trace:
         if paths or verify_fixes or run_driver:
             raise _fail("--from-trace takes the files from the trace: give no paths, --verify or --run")
-        _fix_from_trace(from_trace, diff, bool(unsafe_fixes))
+        try:  # the config's `unsafe-fixes` holds here too; the flag overrides it
+            trace_settings = merge(load_config(config, "."), None, None, unsafe_fixes)
+        except ConfigError as error:
+            raise _fail(str(error)) from None
+        _fix_from_trace(from_trace, diff, trace_settings.unsafe_fixes)
     settings, discovery = _prepare(paths, select, ignore, unsafe_fixes, config, force_exclude)
     settings = _with_level(settings, fix_level=level)
     if run_driver and not verify_fixes:
@@ -518,7 +522,9 @@ def trace_command(
                              quiet_stdout=output_format is OutputFormat.json)
     except tracing.TraceError as error:
         raise _fail(str(error)) from None
-    target = str(output) if output else os.path.join(".gradfix_cache", "trace.json")
+    from .cache import DEFAULT_TRACE_FILE
+
+    target = str(output) if output else DEFAULT_TRACE_FILE
     try:
         tracing.write_trace_file(target, traced)
     except OSError as error:

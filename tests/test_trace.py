@@ -131,13 +131,18 @@ def test_fix_from_trace_then_verify(fixture: Path, traced, session):
     assert copy.read_text() == after
 
 
-def test_without_unsafe_fixes_an_unsafe_traced_fix_is_left_and_said(traced, tmp_path):
-    copy, _, _ = traced["leaf_view"]
+def untouched_copy_with_its_trace(traced, name: str, folder: Path) -> None:
+    """The original fixture in ``folder`` with the trace made of it (which names files by absolute path)."""
+    copy, _, _ = traced[name]
     findings = json.loads((copy.parent / "trace.json").read_text())
-    for finding in findings:  # the trace names files by absolute path: point it at this copy
-        finding["trace"]["file"] = str(tmp_path / "leaf_view.py")
-    (tmp_path / "trace.json").write_text(json.dumps(findings))
-    shutil.copy(TRACE_FIXTURES / "leaf_view.py", tmp_path / "leaf_view.py")
+    for finding in findings:
+        finding["trace"]["file"] = str(folder / f"{name}.py")
+    (folder / "trace.json").write_text(json.dumps(findings))
+    shutil.copy(TRACE_FIXTURES / f"{name}.py", folder / f"{name}.py")
+
+
+def test_without_unsafe_fixes_an_unsafe_traced_fix_is_left_and_said(traced, tmp_path):
+    untouched_copy_with_its_trace(traced, "leaf_view", tmp_path)
     result = gradfix("fix", "--from-trace", "trace.json", cwd=tmp_path)
     assert result.returncode == 1
     assert "GF102" in result.stdout and "--unsafe-fixes" in result.stderr
@@ -214,3 +219,11 @@ def test_data_alias_write_on_a_saved_tensor_is_reported(tmp_path):
     (finding,) = json.loads(result.stdout)  # `z.data = ...`: nothing saved z, no gradient changes
     assert (finding["line"], finding["code"], finding["trace"]["kind"]) == (5, "GF103", "data-write")
     assert finding["trace"]["saved_by"]["location"]["line"] == 4
+
+
+def test_fix_from_trace_takes_unsafe_fixes_from_the_config(traced, tmp_path):
+    untouched_copy_with_its_trace(traced, "leaf_view", tmp_path)
+    (tmp_path / "pyproject.toml").write_text("[tool.gradfix]\nunsafe-fixes = true\n")
+    result = gradfix("fix", "--from-trace", "trace.json", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "head = head.mul(0.5)" in (tmp_path / "leaf_view.py").read_text()

@@ -245,7 +245,7 @@ class Tracer:
             # `x.data = ...` swapped the saved tensor's storage: backward uses the new values.
             writes = [w for w in self.data_sets.get(id(tensor), ()) if w.seq > saved.seq]
         else:
-            writes = [w for w in self.writes.get(storage, ()) if w.seq > saved.seq and w.version > 0
+            writes = [w for w in self.writes.get(storage, ()) if w.seq > saved.seq
                       and w.via_data is not None]
         if not writes:
             return
@@ -389,7 +389,7 @@ class _CallWatcher(TorchFunctionMode):
                 tracer.backward_stack.pop()
         outer = tracer.current_op, tracer.current_inputs
         tracer.current_op = name
-        tracer.current_inputs = frozenset(id(t) for t in _tensors(args)) | frozenset(id(t) for t in _tensors(kwargs.values()))
+        tracer.current_inputs = frozenset(id(t) for t in (*_tensors(args), *_tensors(kwargs.values())))
         try:
             result = self._call(func, args, kwargs)
         finally:

@@ -59,6 +59,7 @@ from .fixstore import DONE, FixStore, Job
 from .noqa import CommentSites
 from .settings import ClientOptions, DocumentSettings, parse_client_options, resolve, unknown_keys
 from .text import UTF8, UTF16, UTF32, Edit, TextIndex
+from ..cache import DEFAULT_TRACE_FILE
 from .traces import TraceFiles, TraceFinding
 from .worker import Worker, WorkerCrashed
 
@@ -68,7 +69,7 @@ SOURCE = "gradfix"
 TRACE_SOURCE = "gradfix trace"  # the findings of a `gradfix trace` run (proven at run time)
 #: Where `gradfix trace` writes by default: the editor is told when it changes (a custom traceFile is
 #: read again at the next lint).
-TRACE_GLOB = "**/.gradfix_cache/trace.json"
+TRACE_GLOB = f"**/{DEFAULT_TRACE_FILE}"
 FIX_ALL_KIND = "source.fixAll.gradfix"
 #: Quiet time after a change before linting (a burst of keystrokes is linted once).
 DEBOUNCE = 0.02

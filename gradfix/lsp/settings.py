@@ -15,11 +15,11 @@ from pathlib import Path
 from typing import Any, Optional
 
 from ..config import ConfigError, engine_selection, load_config, merge, parse_selectors
+from ..cache import DEFAULT_TRACE_FILE
 
 LEVELS = ("error", "warning")
 DEFAULT_LEVEL = "warning"  # diagnostics: every finding, as `gradfix check`
 DEFAULT_FIX_LEVEL = "error"  # fix-all: error-level findings, as `gradfix fix`
-DEFAULT_TRACE_FILE = os.path.join(".gradfix_cache", "trace.json")  # where `gradfix trace` writes by default
 
 
 @dataclass(frozen=True)
