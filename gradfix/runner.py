@@ -25,11 +25,14 @@ from collections import deque
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
-from typing import Callable, Optional, Sequence
+from typing import TYPE_CHECKING, Callable, Optional, Sequence
 
 from . import files, patches
 from .cache import Cache, settings_key
 from .codemods.model import Finding
+
+if TYPE_CHECKING:
+    from .codemods.engine import SourceSyntaxError
 
 
 # The engine (and libcst) loads on the first file that is parsed, not at start-up: a run
@@ -313,7 +316,6 @@ def _read(outcome: FileOutcome) -> Optional[files.SourceFile]:
 
 
 def _syntax_error(display: str, error: SourceSyntaxError) -> str:
-    from .codemods.engine import SourceSyntaxError  # loaded by the workers that parse
     return f"{display}:{error.line}:{error.col}: syntax error: {error.message}"
 
 

@@ -453,25 +453,27 @@ async def test_initialization_options(tmp_path):
         assert apply(MODEL, fix_all.edit, uri) == expected
 
 
+async def pull_diagnostics(client, uri: str, previous: str | None = None):
+    """textDocument/diagnostic, with the result id of the previous report if any."""
+    return await asyncio.wait_for(
+        client.text_document_diagnostic_async(
+            types.DocumentDiagnosticParams(types.TextDocumentIdentifier(uri), previous_result_id=previous)
+        ),
+        TIMEOUT,
+    )
+
+
 async def test_pull_diagnostics(tmp_path):
     async with session(tmp_path, pull=True) as client:
         uri = open_doc(client, tmp_path / "m.py", MODEL)
 
-        async def pull(previous=None):
-            return await asyncio.wait_for(
-                client.text_document_diagnostic_async(
-                    types.DocumentDiagnosticParams(types.TextDocumentIdentifier(uri), previous_result_id=previous)
-                ),
-                TIMEOUT,
-            )
-
-        report = await pull()
+        report = await pull_diagnostics(client, uri)
         assert report.kind == "full"
         assert [d.code for d in report.items] == [f.code for f in check_source(MODEL, "m.py")]
-        again = await pull(report.result_id)
+        again = await pull_diagnostics(client, uri, report.result_id)
         assert again.kind == "unchanged" and again.result_id == report.result_id
         change_doc(client, uri, ONE_SAFE, 2)
-        changed = await pull(report.result_id)
+        changed = await pull_diagnostics(client, uri, report.result_id)
         assert changed.kind == "full" and len(changed.items) == 1
         await asyncio.sleep(0.2)
         assert client.published == []  # a pull client gets nothing pushed (no duplicates)

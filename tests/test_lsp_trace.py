@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import os
@@ -13,7 +12,7 @@ from lsprotocol import types
 
 from gradfix.lsp.settings import DEFAULT_TRACE_FILE, ClientOptions, parse_client_options, resolve, unknown_keys
 from gradfix.lsp.traces import SEARCH_LINES, TraceFiles, current_findings, read_trace
-from test_lsp_server import TIMEOUT, _until, change_doc, code_actions, diagnostics_for, open_doc, session
+from test_lsp_server import _until, change_doc, code_actions, diagnostics_for, open_doc, pull_diagnostics, session
 
 # As fixtures/trace/saved_input_modified.py: `h.add_(1)` (line 9) overwrites what `h * h` (line 8) saved.
 PROGRAM = """# gradfix trace fixture: a tensor saved as an input of `mul`, then modified in place
@@ -256,19 +255,11 @@ async def test_pulled_diagnostics_include_the_trace(tmp_path):
     async with session(tmp_path, pull=True) as client:
         uri = open_doc(client, program, PROGRAM)
 
-        async def pull(previous=None):
-            return await asyncio.wait_for(
-                client.text_document_diagnostic_async(
-                    types.DocumentDiagnosticParams(types.TextDocumentIdentifier(uri), previous_result_id=previous)
-                ),
-                TIMEOUT,
-            )
-
-        report = await pull()
+        report = await pull_diagnostics(client, uri)
         assert [d.range.start.line for d in traced(report.items)] == [WRITE_LINE - 1]
-        assert (await pull(report.result_id)).kind == "unchanged"
+        assert (await pull_diagnostics(client, uri, report.result_id)).kind == "unchanged"
         # a new trace run: the same text has new diagnostics (a new result id)
         write_trace(trace_file, [trace_item(program, PROGRAM), trace_item(program, PROGRAM, 8)])
-        again = await pull(report.result_id)
+        again = await pull_diagnostics(client, uri, report.result_id)
         assert again.kind == "full" and len(traced(again.items)) == 2
         assert client.published == []  # nothing pushed to a pull client
