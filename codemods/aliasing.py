@@ -107,21 +107,23 @@ class AliasAnalysis:
                 return RebindVerdict(False, f"`{name}` is bound on line {line} to a value other code may share")
         enclosing_loop = self._enclosing_loop(site, scope)
         site_start = self._start_of(site)
-        for assignment in assignments:
-            for access in assignment.references:
-                node = access.node
-                if not isinstance(node, cst.Name) or self._is_inside(node, site):
-                    continue
-                if access.scope is not scope and not isinstance(access.scope, ComprehensionScope):
-                    return RebindVerdict(False, f"`{name}` is used by an inner function or class")
-                before = self._start_of(node) < site_start
-                in_same_loop = enclosing_loop is not None and self._is_inside(node, enclosing_loop)
-                if not (before or in_same_loop):
-                    continue
-                if not self._reads_value_only(node, name):
-                    return RebindVerdict(
-                        False, f"`{name}` may be shared with other code (line {self._start_of(node)[0]})"
-                    )
+        # references are sets too: the first use in source order is the one named
+        accesses = {id(a.node): a for assignment in assignments for a in assignment.references
+                    if isinstance(a.node, cst.Name)}
+        for access in sorted(accesses.values(), key=lambda a: self._start_of(a.node)):
+            node = access.node
+            if self._is_inside(node, site):
+                continue
+            if access.scope is not scope and not isinstance(access.scope, ComprehensionScope):
+                return RebindVerdict(False, f"`{name}` is used by an inner function or class")
+            before = self._start_of(node) < site_start
+            in_same_loop = enclosing_loop is not None and self._is_inside(node, enclosing_loop)
+            if not (before or in_same_loop):
+                continue
+            if not self._reads_value_only(node, name):
+                return RebindVerdict(
+                    False, f"`{name}` may be shared with other code (line {self._start_of(node)[0]})"
+                )
         return RebindVerdict(True)
 
     # -- helpers ---------------------------------------------------------------

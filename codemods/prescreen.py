@@ -1332,8 +1332,9 @@ def _focused(planner: _Planner, whole: Plan) -> Optional[Plan]:
     left_out: list[ast.stmt] = [body[i] for i in definitions if i not in kept]
     for index in sorted(kept):
         if isinstance(body[index], ast.ClassDef) and index not in planner.whole_classes:
+            references_matter = any(c.code == "GF105" for i, c in planner.candidates if i == index)
             left_out.extend(_left_out_methods(body[index], planner.class_members.get(index, set()), full_names,
-                                              switch_names, fresh, source, offsets))
+                                              switch_names, fresh, references_matter, source, offsets))
     tables = _left_out_tables(body, kept, sites, full_names | switch_names, fresh, unit_text)
     left_out.extend(tables)
     table_ids = {id(t) for t in tables}
@@ -1605,18 +1606,24 @@ def _element_stub(element: ast.expr, source: str, offsets: list[int], marker: st
 
 
 SELF_ATTRIBUTE = re.compile(r"self(?!\w)(?<!\wself)[ \t]*\.[ \t]*(\w+)")
+# `self.a = v`, `self.a: T = v` (and, harmlessly, `{self.a: v}`): where a method may assign the attribute.
+SELF_ASSIGNED = re.compile(r"self(?!\w)(?<!\wself)[ \t]*\.[ \t]*(\w+)\s*(?:=(?!=)|:)")
 _WORDS = re.compile(r"\w+")
 
 
 def _left_out_methods(cls: ast.ClassDef, with_candidates: set[int], traced: set[str], switched: set[str],
-                      fresh: bool, source: str, offsets: list[int]) -> list[ast.stmt]:
+                      fresh: bool, references_matter: bool, source: str, offsets: list[int]) -> list[ast.stmt]:
     """The methods of a kept class that no analysis of the kept ones reads.
 
-    The class-wide analyses (modules built in ``__init__``, parameters, buffers, where a
-    submodule runs) look up ``self.<name>`` assignments, ``register_buffer`` calls and
-    ``self.<name>`` uses anywhere in the class, by name: a method is kept when it mentions a
-    ``self.`` attribute a kept method or class statement mentions, registers a buffer, or uses a
-    module-level name an analysis traces; the rest become stubs.
+    The class-wide analyses (modules built in ``__init__``, parameters, buffers) look up, by
+    name, the ``self.<name> = value`` assignments and ``register_buffer`` calls anywhere in the
+    class, and follow the value assigned; GF105 also looks up every ``self.<name>`` use (where a
+    submodule runs). So the wanted attributes start as those the methods with candidates, the
+    class statements and the otherwise kept methods mention (a local name there may carry one to
+    a site); a method that assigns a wanted attribute (``self.a =``, ``self.a:``) is kept and adds
+    the attributes it mentions; with ``references_matter`` (a GF105 candidate) a method that
+    merely mentions one is kept too. Methods that register a buffer, or use a module-level name
+    an analysis traces, are kept; the rest become stubs.
     """
     methods = [m for m in cls.body if isinstance(m, _FUNCTIONS)]
     if not methods:
@@ -1638,19 +1645,19 @@ def _left_out_methods(cls: ast.ClassDef, with_candidates: set[int], traced: set[
                 or not traced.isdisjoint(words) or ("requires_grad" in words and not switched.isdisjoint(words)):
             attributes |= found
         else:
-            pending.append((method, found))
+            pending.append((method, found, found if references_matter else set(SELF_ASSIGNED.findall(body))))
     changed = True
     while changed:
         changed = False
         still = []
-        for method, found in pending:
-            if found & attributes:
+        for method, found, assigned in pending:
+            if assigned & attributes:
                 attributes |= found
                 changed = True
             else:
-                still.append((method, found))
+                still.append((method, found, assigned))
         pending = still
-    return [method for method, _ in pending]
+    return [method for method, _, _ in pending]
 
 
 _BLANK_LINE = re.compile(r"^[ \t\f]*$", re.MULTILINE)

@@ -515,6 +515,38 @@ SWITCHED = src("""
         return y
 """)
 
+ATTRIBUTE_CHAIN = src("""
+    import torch
+    from torch import nn
+
+
+    class Cell(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.h = nn.Parameter(torch.ones(3))
+            self.k = 2
+
+        def set_k(self, k):
+            self.k = k
+
+        def make_base(self):
+            self.base = nn.Parameter(torch.zeros(3))
+
+        def build(self):
+            self.g = self.base.view(3)
+
+        def set_unrelated(self):
+            self.z = torch.ones(3)
+
+        def reads(self, x):
+            return x * self.h + self.z
+
+        def forward(self, x):
+            self.h.add_(x)
+            torch.mul(x, self.k, out=self.g)
+            return self.h
+""")
+
 CASES = {
     "switched": SWITCHED,
     "kinds": KINDS,
@@ -530,6 +562,7 @@ CASES = {
     "import-added": IMPORT_ADDED,
     "torch-rebound": TORCH_REBOUND,
     "far-arguments": FAR_ARGUMENTS,
+    "attribute-chain": ATTRIBUTE_CHAIN,
 }
 
 
@@ -579,6 +612,17 @@ def test_methods_no_kept_method_reads_become_stubs():
     assert stubbed == {"def extra_repr", "def width", "async def unrelated"}, stubbed
     fixed = fix_source(METHODS, unsafe_fixes=True, level=Level.WARNING)
     assert fixed.applied and "def extra_repr(self):\n        return \"block\"" in fixed.source
+
+
+def test_methods_that_only_read_wanted_attributes_become_stubs():
+    """Without a GF105 candidate, only methods that assign a wanted attribute matter, followed
+    through the values they assign (``g`` from ``base``)."""
+    plan = planned(ATTRIBUTE_CHAIN)
+    stubbed = {stub.line.split("(")[0].strip() for stub in plan.stubs}
+    assert stubbed == {"def set_unrelated", "def reads"}, stubbed
+    findings = check_source(ATTRIBUTE_CHAIN)
+    assert findings == check_source(ATTRIBUTE_CHAIN, focus=False)
+    assert {(f.line, f.level) for f in findings} == {(27, Level.ERROR), (28, Level.ERROR)}, findings  # 28: through build, make_base
 
 
 def test_a_traced_value_keeps_only_definitions_that_switch_requires_grad():
