@@ -1286,6 +1286,7 @@ def _focused(planner: _Planner, whole: Plan) -> Optional[Plan]:
             traced_cache[index] = found
         return traced_cache[index]
     kept |= sites
+    gf105_units = {index for index, candidate in planner.candidates if candidate.code == "GF105"}
     full_names: set[str] = set()  # followed to every use in the window
     switch_names: set[str] = set()  # followed to `name.requires_grad` uses only
     queue = [(index, SITE if isinstance(body[index], _DEFINITIONS) else MODULE) for index in sorted(sites)]
@@ -1296,7 +1297,7 @@ def _focused(planner: _Planner, whole: Plan) -> Optional[Plan]:
             continue
         seen.add((index, mode))
         written: Optional[set[str]] = None  # names a site's own statements hold: possible write targets
-        if mode == SITE and not any(c.code == "GF105" for i, c in planner.candidates if i == index):
+        if mode == SITE and index not in gf105_units:
             written = set()
             for statement in planner.statements.get(index, ()):
                 written.update(_WORDS.findall(source[offsets[statement.lineno - 1]:offsets[min(statement.end_lineno or statement.lineno, len(offsets) - 1)]]))
@@ -1332,9 +1333,8 @@ def _focused(planner: _Planner, whole: Plan) -> Optional[Plan]:
     left_out: list[ast.stmt] = [body[i] for i in definitions if i not in kept]
     for index in sorted(kept):
         if isinstance(body[index], ast.ClassDef) and index not in planner.whole_classes:
-            references_matter = any(c.code == "GF105" for i, c in planner.candidates if i == index)
             left_out.extend(_left_out_methods(body[index], planner.class_members.get(index, set()), full_names,
-                                              switch_names, fresh, references_matter, source, offsets))
+                                              switch_names, fresh, index in gf105_units, source, offsets))
     tables = _left_out_tables(body, kept, sites, full_names | switch_names, fresh, unit_text)
     left_out.extend(tables)
     table_ids = {id(t) for t in tables}
@@ -1531,10 +1531,9 @@ def _literal_table(statement: ast.stmt) -> bool:
 
 
 def _element_roots(statement: ast.stmt, lines: list[int]) -> Optional[list[ast.AST]]:
-    # ``lines``: the statement's candidate lines, sorted
     """What an analysis can reach in a literal table: its targets, and the innermost literal
     elements that hold a candidate (with every non-literal part on the way); None: the whole
-    statement (not a literal table).
+    statement (not a literal table). ``lines``: the statement's candidate lines, sorted.
 
     An element of a list, tuple, set or dict literal is a value of its own: no analysis of a
     candidate in one element reads its siblings (the table's kind, a collection, does not depend
