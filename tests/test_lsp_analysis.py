@@ -134,6 +134,19 @@ def test_single_fix_leaves_every_other_finding_alone():
             assert result == _fix_alone_by_hand(MODEL, "m.py", finding, findings)
 
 
+def test_single_fix_in_a_buffer_with_more_than_ten_other_fixes():
+    """Each other fixable finding gets a numbered temporary comment: the 1st must not be read as the 10th's start."""
+    source = long_model(5)
+    findings = check_source(source, "m.py")
+    fixable = [f for f in findings if _fixable(f, False)]
+    assert len(fixable) > 11
+    for finding in fixable[-3:]:
+        fix = single_fix(source, "m.py", finding, findings, DEFAULT)
+        assert fix is not None, finding
+        if not fix.companions:
+            assert apply_edits(source, fix.edits) == _fix_alone_by_hand(source, "m.py", finding, findings)
+
+
 def test_two_findings_of_one_rule_on_one_line_are_fixed_together():
     findings = check_source(MODEL, "m.py")
     same_line = [f for f in findings if f.line == 27]

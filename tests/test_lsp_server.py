@@ -659,7 +659,7 @@ async def test_long_buffer_fixes_one_definition_at_a_time(tmp_path, lazy, monkey
                     if a.kind == "quickfix" and not a.title.startswith("Disable")
                     and as_tuple(a.diagnostics[0].range) == as_tuple(diagnostic.range)
                 ]
-                assert len(matching) == 1, (version, name, finding, [(a.title, a.diagnostics) for a in actions])
+                assert len(matching) == 1, (version, name, finding.line, diagnostic.range, [(a.title, a.kind, a.diagnostics and a.diagnostics[0].range) for a in actions])
                 (action,) = matching
                 fixed = apply(current, await edit_of(client, action), uri)
                 if "more" in action.title:  # fixed with the other finding of its rule on its line

@@ -431,8 +431,9 @@ def _isolated_text(
     if silence:
         sites = CommentSites(text)
         edits = []
+        width = len(str(len(silence)))  # one width: no marker is the start of another (1 and 10)
         for number, (line, codes) in enumerate(sorted(silence.items())):
-            marker = f"{_MARKER}{number}"
+            marker = f"{_MARKER}{number:0{width}d}"
             edit = sites.noqa_edit(line, [*codes, marker], keep_whitespace=True)
             if edit is None:
                 return None  # a finding on a line that cannot carry a comment: cannot isolate
