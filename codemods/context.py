@@ -7,27 +7,16 @@ where statements can be hoisted).
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import Iterable, Optional
 
 import libcst as cst
-from libcst.metadata import (
-    CodeRange,
-    PositionProvider,
-    QualifiedNameSource,
-    Scope,
-    ScopeProvider,
-)
+from libcst.metadata import CodeRange, QualifiedNameSource, Scope
 
+from . import cstmeta
 from .aliasing import AliasAnalysis, RebindVerdict
 from .model import Level
 from .tensors import TensorInference, TensorKind
-
-# Parents and qualified names are not resolved by libcst's providers: each of those is a full
-# visitor pass (a third of the metadata time); _parents walks the tree's fields directly, and
-# qualified names are asked of the node's scope when a rule wants them, as libcst's lazy values do.
-METADATA_PROVIDERS = (PositionProvider, ScopeProvider)
 
 # Expressions a statement can not be hoisted out of: doing so would change
 # when (or whether) the in-place call runs.
@@ -46,13 +35,15 @@ class HoistSite:
 
 
 class RuleContext:
-    def __init__(self, wrapper: cst.MetadataWrapper) -> None:
-        self.module = wrapper.module
-        resolved = wrapper.resolve_many(METADATA_PROVIDERS)
-        self._positions = resolved[PositionProvider]
-        self._scopes = resolved[ScopeProvider]
+    def __init__(self, module: cst.Module) -> None:
+        self.module = module
+        # libcst's positions, scopes and parents, computed as cstmeta explains; qualified names
+        # are asked of the node's scope when a rule wants them, as libcst's lazy values do.
+        self._parents, stores = cstmeta.parents_and_stores(module)
+        self._spans = cstmeta.positions(module)
+        self._ranges: dict[cst.CSTNode, CodeRange] = {}
+        self._scopes = cstmeta.scopes(module, stores)
         self._qualified: dict[cst.CSTNode, object] = {}
-        self._parents = _parents(self.module)
         self._module_attributes: dict[int, dict[str, cst.Call]] = {}
         self._torch_name: Optional[str] = None
         self.tensors = TensorInference(
@@ -66,14 +57,17 @@ class RuleContext:
     # -- metadata ----------------------------------------------------------------
 
     def position(self, node: cst.CSTNode) -> CodeRange:
-        return self._positions[node]
+        found = self._ranges.get(node)
+        if found is None:
+            found = self._ranges[node] = cstmeta.code_range(self._spans[node])
+        return found
 
     def line(self, node: cst.CSTNode) -> int:
-        return self._positions[node].start.line
+        return self._spans[node][0]
 
     def start(self, node: cst.CSTNode) -> tuple[int, int]:
-        position = self._positions[node].start
-        return (position.line, position.column)
+        span = self._spans[node]
+        return (span[0], span[1])
 
     def parent(self, node: cst.CSTNode) -> Optional[cst.CSTNode]:
         return self._parents.get(node)
@@ -144,8 +138,8 @@ class RuleContext:
 
     def spans_a_line(self, node: cst.CSTNode, lines: frozenset[int]) -> bool:
         """Does ``node`` run over one of ``lines``?"""
-        span = self._positions[node]
-        return any(span.start.line <= line <= span.end.line for line in lines)
+        first, _, last, _ = self._spans[node]
+        return any(first <= line <= last for line in lines)
 
     def rebinding(self, target: cst.BaseExpression, site: cst.CSTNode) -> RebindVerdict:
         return self.aliases.rebinding(target, site)
@@ -241,32 +235,6 @@ class RuleContext:
                         modules[target.target.attr.value] = assign.value  # type: ignore[union-attr, assignment]
             self._module_attributes[key] = modules
         return self._module_attributes[key]
-
-
-_FIELDS: dict[type, tuple[str, ...]] = {}
-
-
-def _parents(module: cst.Module) -> dict[cst.CSTNode, cst.CSTNode]:
-    """Child -> parent for every node, as ParentNodeProvider gives, from the nodes' dataclass fields."""
-    parents: dict[cst.CSTNode, cst.CSTNode] = {}
-    stack: list[cst.CSTNode] = [module]
-    node_type = cst.CSTNode
-    while stack:
-        node = stack.pop()
-        names = _FIELDS.get(type(node))
-        if names is None:
-            names = _FIELDS[type(node)] = tuple(f.name for f in dataclasses.fields(node))
-        for name in names:
-            value = getattr(node, name)
-            if isinstance(value, node_type):
-                parents[value] = node
-                stack.append(value)
-            elif isinstance(value, (tuple, list)):
-                for item in value:
-                    if isinstance(item, node_type):
-                        parents[item] = node
-                        stack.append(item)
-    return parents
 
 
 def _self_assignments(cls: cst.ClassDef) -> Iterable[cst.Assign]:

@@ -19,6 +19,7 @@ from libcst.codemod.visitors import AddImportsVisitor
 
 from . import prescreen
 from .context import RuleContext
+from .cstmeta import read_only_visits
 from .grad_context import enclosing_grad_context, is_grad_buffer
 from .model import (
     EnsureImport,
@@ -157,21 +158,21 @@ class _RuleRunner(cst.CSTVisitor):
 
 def _analyze(module: cst.Module, rules: Sequence[Rule], source: str,
              proven_lines: frozenset[int] = frozenset()) -> tuple[RuleContext, list[_RawReport]]:
-    wrapper = cst.MetadataWrapper(module, unsafe_skip_copy=True)
-    ctx = RuleContext(wrapper)
-    ctx.proven_lines = proven_lines
-    runner = _RuleRunner(rules, ctx)
-    wrapper.module.visit(runner)
-    silenced = noqa_lines(source)
-    raw: list[_RawReport] = []
-    for rule, report in runner.reports:
-        context = None if report.ignore_context else enclosing_grad_context(report.node, ctx.parent, ctx.qualified_names)
-        if context is None and report.target is not None and is_grad_buffer(report.target):
-            context = GradContext.GRAD_BUFFER
-        line = ctx.line(report.node)
-        codes = silenced.get(line, frozenset())
-        by_noqa = line in silenced and (codes is None or rule.code in codes)
-        raw.append(_RawReport(rule, report, context, by_noqa))
+    with read_only_visits():  # the rules' own visitors too: see cstmeta
+        ctx = RuleContext(module)
+        ctx.proven_lines = proven_lines
+        runner = _RuleRunner(rules, ctx)
+        module.visit(runner)
+        silenced = noqa_lines(source)
+        raw: list[_RawReport] = []
+        for rule, report in runner.reports:
+            context = None if report.ignore_context else enclosing_grad_context(report.node, ctx.parent, ctx.qualified_names)
+            if context is None and report.target is not None and is_grad_buffer(report.target):
+                context = GradContext.GRAD_BUFFER
+            line = ctx.line(report.node)
+            codes = silenced.get(line, frozenset())
+            by_noqa = line in silenced and (codes is None or rule.code in codes)
+            raw.append(_RawReport(rule, report, context, by_noqa))
     raw.sort(key=lambda r: (ctx.position(r.report.node).start.line, ctx.position(r.report.node).start.column, r.rule.code))
     return ctx, raw
 

@@ -1,0 +1,298 @@
+"""libcst metadata for the rules: the same positions, scopes and parents, at a fraction of the cost.
+
+On long modules, libcst's metadata cost the engine several times the rules themselves,
+and most of it does nothing for us:
+
+* every traversal, even a read-only :class:`~libcst.CSTVisitor`'s, rebuilds each node it
+  passes (``CSTNode.visit`` goes through ``_visit_and_replace_children``) and drops the copy;
+* each batchable provider is a traversal of its own plus the batched one that calls it;
+* :class:`~libcst.metadata.ExpressionContextProvider` is a whole traversal, and all
+  ScopeProvider reads from it is which names are stored to;
+* :class:`~libcst.metadata.PositionProvider` splits every token with a regular expression and
+  builds three frozen dataclasses per node.
+
+So here: one walk over the fields gives parents and stored names; scopes come from
+libcst's own ScopeVisitor, run once, while read-only visits do not rebuild nodes
+(:func:`read_only_visits`); positions come from libcst's code generation with a lighter
+recording state, kept as tuples until a rule asks. ``tests/test_cstmeta.py`` holds each
+against libcst's providers.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import inspect
+import textwrap
+import threading
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator, Optional
+
+import libcst as cst
+from libcst._nodes.base import CSTNode
+from libcst.metadata import CodePosition, CodeRange, ExpressionContext, ExpressionContextProvider, ScopeProvider
+from libcst.metadata.position_provider import NEWLINE_RE, PositionProvidingCodegenState
+
+# -- read-only traversals that do not rebuild the tree -----------------------------------------
+
+# The helpers a node's _visit_and_replace_children visits its fields with; each calls the
+# visitor's on_visit_attribute and on_leave_attribute around the field, even when it is None.
+_FIELD_VISITORS = frozenset({
+    "visit_required", "visit_optional", "visit_sentinel", "visit_sequence", "visit_iterable",
+    "visit_body_sequence", "visit_body_iterable",
+})
+
+#: _visit_and_replace_children -> its fields in visiting order, each with "skipped when None"
+#: (a field visited only under ``... if field is not None else None``); None: read it as libcst does.
+_ORDERS: dict[Callable[..., Any], Optional[tuple[tuple[str, bool], ...]]] = {}
+
+
+def _field_order(function: Callable[..., Any]) -> Optional[tuple[tuple[str, bool], ...]]:
+    """The fields ``function`` visits, in order, read from its source; None when it does more
+    than call the field helpers on ``self.<field>`` (that node type then keeps libcst's visit)."""
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(function))).body[0]
+    except (OSError, TypeError, SyntaxError, IndexError):
+        return None
+    found: dict[str, tuple[int, int, bool]] = {}
+    understood = True
+
+    def scan(node: ast.AST, skipped_when_none: bool) -> None:
+        nonlocal understood
+        if isinstance(node, ast.IfExp):
+            none_else = isinstance(node.orelse, ast.Constant) and node.orelse.value is None
+            scan(node.test, skipped_when_none)
+            scan(node.body, skipped_when_none or none_else)
+            scan(node.orelse, skipped_when_none)
+            return
+        if isinstance(node, (ast.If, ast.For, ast.While, ast.Try, ast.With, ast.Lambda, ast.comprehension)):
+            understood = False
+        if isinstance(node, ast.Call) and getattr(node.func, "id", None) in _FIELD_VISITORS:
+            args = node.args
+            if len(args) != 4 or not isinstance(args[1], ast.Constant) or not isinstance(args[1].value, str):
+                understood = False
+                return
+            field = args[1].value
+            value = args[2]
+            reads_field = (isinstance(value, ast.Attribute) and isinstance(value.value, ast.Name)
+                           and value.value.id == "self" and value.attr == field)
+            # `names = self.names` first, then `visit_...(self, "names", names, visitor)`
+            reads_local = isinstance(value, ast.Name) and value.id == field
+            if not (reads_field or reads_local):
+                understood = False
+            if field not in found:
+                found[field] = (node.lineno, node.col_offset, skipped_when_none)
+            return
+        for child in ast.iter_child_nodes(node):
+            scan(child, skipped_when_none)
+
+    scan(tree, False)
+    if not understood:
+        return None
+    return tuple((field, skipped) for field, (_, _, skipped) in sorted(found.items(), key=lambda item: item[1][:2]))
+
+
+_original_visit = CSTNode.visit
+_VISITOR_TYPES: dict[type, bool] = {}
+
+
+def _visit(node: CSTNode, visitor: Any) -> Any:
+    read_only = _VISITOR_TYPES.get(type(visitor))
+    if read_only is None:
+        read_only = _VISITOR_TYPES[type(visitor)] = isinstance(visitor, cst.CSTVisitor)
+    if not read_only:
+        return _original_visit(node, visitor)
+    function = type(node)._visit_and_replace_children
+    order = _ORDERS.get(function, False)
+    if order is False:
+        order = _ORDERS[function] = _field_order(function)
+    if order is None:
+        return _original_visit(node, visitor)
+    # What CSTNode.visit does for a CSTVisitor, without building the copy it drops.
+    if visitor.on_visit(node):
+        for field, skipped_when_none in order:
+            value = getattr(node, field)
+            if value is None and skipped_when_none:
+                continue
+            visitor.on_visit_attribute(node, field)
+            if type(value) is tuple or type(value) is list:
+                for item in value:
+                    item.visit(visitor)
+            elif value is not None and type(value) is not cst.MaybeSentinel:
+                value.visit(visitor)
+            visitor.on_leave_attribute(node, field)
+    visitor.on_leave(node)
+    return node
+
+
+_patch_lock = threading.Lock()
+_patch_depth = 0
+
+
+@contextmanager
+def read_only_visits() -> Iterator[None]:
+    """While inside, read-only visitors (``CSTVisitor``) walk the tree without rebuilding it.
+
+    They see the same calls in the same order: the only difference is the copy libcst
+    builds and drops. Transformers are untouched. Nested and concurrent uses share one patch.
+    """
+    global _patch_depth
+    with _patch_lock:
+        if _patch_depth == 0:
+            CSTNode.visit = _visit  # type: ignore[method-assign]
+        _patch_depth += 1
+    try:
+        yield
+    finally:
+        with _patch_lock:
+            _patch_depth -= 1
+            if _patch_depth == 0:
+                CSTNode.visit = _original_visit  # type: ignore[method-assign]
+
+
+# -- parents and stored names: one walk over the fields ------------------------------------------
+
+_FIELDS: dict[type, tuple[str, ...]] = {}
+
+# Where a name is stored to, as ExpressionContextProvider reads it: the fields that hold targets.
+_STORE_FIELDS: dict[type, str] = {
+    cst.AssignTarget: "target", cst.AnnAssign: "target", cst.AugAssign: "target", cst.NamedExpr: "target",
+    cst.AsName: "name", cst.CompFor: "target", cst.For: "target", cst.ClassDef: "name",
+    cst.FunctionDef: "name", cst.Param: "name",
+}
+# Inside a target, these are loaded from (``a.b = ...`` stores to no name; ``a[i] = ...`` neither).
+_LOADED_INSIDE = (cst.Attribute, cst.Subscript)
+
+
+def parents_and_stores(module: cst.Module) -> tuple[dict[CSTNode, CSTNode], dict[CSTNode, ExpressionContext]]:
+    """Child -> parent for every node (as ParentNodeProvider gives), and every Name that is
+    stored to, with ``ExpressionContext.STORE`` (what ScopeProvider reads of
+    ExpressionContextProvider: every other name is read as an access)."""
+    parents: dict[CSTNode, CSTNode] = {}
+    targets: list[CSTNode] = []
+    stack: list[CSTNode] = [module]
+    node_type = CSTNode
+    while stack:
+        node = stack.pop()
+        kind = type(node)
+        names = _FIELDS.get(kind)
+        if names is None:
+            names = _FIELDS[kind] = tuple(f.name for f in dataclasses.fields(node))
+        store_field = _STORE_FIELDS.get(kind)
+        if store_field is not None:
+            targets.append(getattr(node, store_field))
+        for name in names:
+            value = getattr(node, name)
+            if isinstance(value, node_type):
+                parents[value] = node
+                stack.append(value)
+            elif type(value) is tuple or type(value) is list:
+                for item in value:
+                    if isinstance(item, node_type):
+                        parents[item] = node
+                        stack.append(item)
+    stores: dict[CSTNode, ExpressionContext] = {}
+    store = ExpressionContext.STORE
+    while targets:
+        node = targets.pop()
+        if isinstance(node, cst.Name):
+            stores[node] = store
+        elif not isinstance(node, _LOADED_INSIDE):  # tuples, lists, starred, their elements, parentheses
+            for name in _FIELDS.get(type(node)) or tuple(f.name for f in dataclasses.fields(node)):
+                value = getattr(node, name)
+                if isinstance(value, node_type):
+                    targets.append(value)
+                elif type(value) is tuple or type(value) is list:
+                    targets.extend(item for item in value if isinstance(item, node_type))
+    return parents, stores
+
+
+# -- scopes: libcst's ScopeVisitor, run once ------------------------------------------------------
+
+
+def scopes(module: cst.Module, stores: dict[CSTNode, ExpressionContext]) -> dict[CSTNode, Any]:
+    """ScopeProvider's metadata (node -> Scope), from one ScopeVisitor traversal.
+
+    ``stores``: from :func:`parents_and_stores`, in place of ExpressionContextProvider.
+    """
+    provider = ScopeProvider()
+    provider.metadata = {ExpressionContextProvider: stores}
+    with read_only_visits():
+        provider.visit_Module(module)
+    return provider._computed
+
+
+# -- positions: libcst's code generation with a lighter recording state ---------------------------
+
+Span = tuple[int, int, int, int]  # start line, start column, end line, end column
+
+
+class _Syntactic:
+    """record_syntactic_position as a plain context manager (libcst's is a generator)."""
+
+    __slots__ = ("state", "node", "start_node", "end_node", "line", "column")
+
+    def __init__(self, state: "_PositionState", node: CSTNode, start_node: Optional[CSTNode],
+                 end_node: Optional[CSTNode]) -> None:
+        self.state, self.node, self.start_node, self.end_node = state, node, start_node, end_node
+        self.line, self.column = state.line, state.column
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> bool:
+        state = self.state
+        spans = state.spans
+        if self.start_node is not None:
+            first = spans[self.start_node]
+            line, column = first[0], first[1]
+        else:
+            line, column = self.line, self.column
+        if self.end_node is not None:
+            last = spans[self.end_node]
+            spans[self.node] = (line, column, last[2], last[3])
+        else:
+            spans[self.node] = (line, column, state.line, state.column)
+        return False
+
+
+@dataclasses.dataclass
+class _PositionState(PositionProvidingCodegenState):
+    spans: dict[CSTNode, Span] = dataclasses.field(default_factory=dict)
+
+    def add_indent_tokens(self) -> None:
+        for token in self.indent_tokens:
+            self.add_token(token)
+
+    def add_token(self, value: str) -> None:
+        self.tokens.append(value)
+        if "\n" in value or "\r" in value:
+            segments = NEWLINE_RE.split(value)
+            self.line += len(segments) - 1
+            self.column = len(segments[-1])
+        else:
+            self.column += len(value)
+
+    def before_codegen(self, node: CSTNode) -> None:
+        self._stack.append((self.line, self.column))  # type: ignore[arg-type]
+
+    def after_codegen(self, node: CSTNode) -> None:
+        line, column = self._stack.pop()  # type: ignore[misc]
+        if node not in self.spans:  # a syntactic position, recorded inside, wins
+            self.spans[node] = (line, column, self.line, self.column)
+
+    def record_syntactic_position(self, node: CSTNode, *, start_node: Optional[CSTNode] = None,
+                                  end_node: Optional[CSTNode] = None) -> _Syntactic:  # type: ignore[override]
+        return _Syntactic(self, node, start_node, end_node)
+
+
+def positions(module: cst.Module) -> dict[CSTNode, Span]:
+    """PositionProvider's ranges for every node, as (start line, start column, end line, end column)."""
+    state = _PositionState(default_indent=module.default_indent, default_newline=module.default_newline,
+                           provider=None)
+    module._codegen(state)
+    return state.spans
+
+
+def code_range(span: Span) -> CodeRange:
+    return CodeRange(CodePosition(span[0], span[1]), CodePosition(span[2], span[3]))

@@ -1,0 +1,168 @@
+"""gradfix.codemods.cstmeta against libcst's own providers: the same metadata, node by node."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import libcst as cst
+import pytest
+from libcst.metadata import (
+    ExpressionContext,
+    ExpressionContextProvider,
+    ParentNodeProvider,
+    PositionProvider,
+    ScopeProvider,
+)
+
+from gradfix.codemods import cstmeta
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# Every construct that stores to a name, and the ones that load inside a target.
+STORES = textwrap.dedent('''
+    import os.path as osp, sys
+    from typing import (Any as A, Optional)
+    from . import *
+    a = b = c.d = e[f] = 1
+    (g, [h, *i]), j.k[l] = m
+    n: int = 2
+    o: "str"
+    p += q
+    if (r := s) and [t := u for v in w if (x := v)]:
+        pass
+    for y, (z, *aa) in bb:
+        del cc, dd[ee]
+    with ff as gg, hh() as (ii, jj):
+        pass
+    try:
+        pass
+    except KK as kk:
+        pass
+    class LL(MM, metaclass=NN):
+        oo = 1
+        def pp(self, qq: int = rr, *ss, tt, **uu) -> vv:
+            global ww
+            nonlocal_ = lambda xx, yy=zz: xx + yy
+            return {aaa: bbb for aaa, bbb in ccc}, (ddd for ddd in eee), {fff for fff in ggg}
+    async def hhh():
+        async for iii in jjj:
+            async with kkk as lll:
+                await mmm
+    match nnn:
+        case [ooo, *ppp] | {"q": qqq, **rrr} if sss:
+            pass
+        case Point(x=ttt) as uuu:
+            pass
+    print(f"{vvv!r:>{www}} {xxx=}")
+''')
+
+
+def sources() -> list[tuple[str, str]]:
+    found = [("stores", STORES)]
+    for path in sorted((ROOT / "fixtures").rglob("*.py")):
+        found.append((f"{path.parent.name}/{path.name}", path.read_text(encoding="utf-8")))
+    torch = pytest.importorskip("torch")
+    base = Path(torch.__file__).parent
+    # Long modules with every kind of statement, decorators, f-strings, comments, CRLF-free tables.
+    for relative in ("nn/modules/module.py", "optim/adam.py", "_tensor.py", "nn/functional.py"):
+        found.append((relative, (base / relative).read_text(encoding="utf-8")))
+    return found
+
+
+SOURCES = sources()
+CRLF = [("crlf", STORES.replace("\n", "\r\n")), ("backslash", "x = 1 + \\\n    2\ny = '''a\nb''' + \"c\"\n")]
+
+
+@pytest.mark.parametrize("name,source", SOURCES + CRLF, ids=[n for n, _ in SOURCES + CRLF])
+def test_metadata_equals_libcsts(name, source):
+    module = cst.parse_module(source)
+    wrapper = cst.MetadataWrapper(module, unsafe_skip_copy=True)
+    expected = wrapper.resolve_many((PositionProvider, ScopeProvider, ExpressionContextProvider, ParentNodeProvider))
+
+    spans = cstmeta.positions(module)
+    want = expected[PositionProvider]
+    assert spans.keys() == want.keys()
+    assert all(cstmeta.code_range(spans[node]) == want[node] for node in want)
+
+    parents, stores = cstmeta.parents_and_stores(module)
+    assert parents == dict(expected[ParentNodeProvider])
+    stored = {n for n, c in expected[ExpressionContextProvider].items()
+              if c is ExpressionContext.STORE and isinstance(n, cst.Name)}
+    assert set(stores) == stored
+    assert stored or "def" not in source
+
+    scopes = cstmeta.scopes(module, stores)
+    want_scopes = expected[ScopeProvider]
+    tree = set(parents) | {module}  # string annotations are parsed anew on each run: their nodes differ
+    assert {n for n in scopes if n in tree} == {n for n in want_scopes if n in tree}
+    pairs: dict[object, object] = {}
+    for node in (n for n in tree if n in want_scopes):  # the same partition of nodes into scopes
+        assert pairs.setdefault(want_scopes[node], scopes[node]) is scopes[node]
+    assert len(set(map(id, pairs.values()))) == len(pairs)
+    for old, new in pairs.items():
+        if old is None:
+            continue
+        assert type(old) is type(new)
+        assert _assignments(old, tree) == _assignments(new, tree)
+        assert _accesses(old, tree) == _accesses(new, tree)
+
+
+def _key(node, tree):
+    return id(node) if node in tree else (type(node).__name__, getattr(node, "value", None))
+
+
+def _assignments(scope, tree) -> set:
+    return {(a.name, _key(a.node, tree), type(a).__name__) for a in scope.assignments}
+
+
+def _accesses(scope, tree) -> set:
+    return {(_key(a.node, tree), a.is_annotation, a.is_type_hint,
+             tuple(sorted(str(_key(r.node, tree)) for r in a.referents if hasattr(r, "node"))))
+            for a in scope.accesses}
+
+
+class Recorder(cst.CSTVisitor):
+    def __init__(self) -> None:
+        super().__init__()
+        self.events: list[tuple] = []
+
+    def on_visit(self, node):
+        self.events.append(("visit", id(node)))
+        return not isinstance(node, cst.Lambda)  # a visitor that skips a subtree
+
+    def on_leave(self, original_node):
+        self.events.append(("leave", id(original_node)))
+
+    def on_visit_attribute(self, node, attribute):
+        self.events.append(("in", id(node), attribute))
+
+    def on_leave_attribute(self, original_node, attribute):
+        self.events.append(("out", id(original_node), attribute))
+
+
+@pytest.mark.parametrize("name,source", SOURCES[:1] + SOURCES[-4:], ids=[n for n, _ in SOURCES[:1] + SOURCES[-4:]])
+def test_read_only_visits_make_the_same_calls_in_the_same_order(name, source):
+    module = cst.parse_module(source)
+    slow = Recorder()
+    module.visit(slow)
+    fast = Recorder()
+    with cstmeta.read_only_visits():
+        assert module.visit(fast) is module
+    assert fast.events == slow.events
+    assert len(slow.events) > 100
+
+
+def test_read_only_visits_leave_transformers_alone_and_undo_the_patch():
+    original = cst.CSTNode.visit
+
+    class Rename(cst.CSTTransformer):
+        def leave_Name(self, original_node, updated_node):
+            return updated_node.with_changes(value=updated_node.value.upper())
+
+    module = cst.parse_module("a = b\n")
+    with cstmeta.read_only_visits():
+        with cstmeta.read_only_visits():
+            assert module.visit(Rename()).code == "A = B\n"
+        assert cst.CSTNode.visit is not original
+    assert cst.CSTNode.visit is original
