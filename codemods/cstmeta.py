@@ -25,11 +25,13 @@ import dataclasses
 import inspect
 import textwrap
 import threading
+import types
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator, Optional
 
 import libcst as cst
 from libcst._nodes.base import CSTNode
+from libcst._typed_visitor import CSTTypedVisitorFunctions
 from libcst.metadata import CodePosition, CodeRange, ExpressionContext, ExpressionContextProvider, ScopeProvider
 from libcst.metadata.position_provider import NEWLINE_RE, PositionProvidingCodegenState
 
@@ -93,36 +95,112 @@ def _field_order(function: Callable[..., Any]) -> Optional[tuple[tuple[str, bool
 
 
 _original_visit = CSTNode.visit
-_VISITOR_TYPES: dict[type, bool] = {}
+_FieldPlan = tuple[str, bool, Optional[Callable[..., Any]], Optional[Callable[..., Any]]]
+
+
+class _Dispatch:
+    """How a visitor type's hooks resolve, per node type, worked out once.
+
+    libcst's CSTVisitor hooks look up ``visit_<Node>``, ``leave_<Node>`` and
+    ``visit_<Node>_<field>`` by name on every call, and find libcst's empty defaults
+    for most; where a visitor type keeps a base hook, the method it would find is
+    looked up here once, and an empty default is not called at all.
+    """
+
+    def __init__(self, visitor_type: type) -> None:
+        self.type = visitor_type
+        base = cst.CSTVisitor
+        self.own_visit = visitor_type.on_visit is not base.on_visit
+        self.own_leave = visitor_type.on_leave is not base.on_leave
+        self.own_visit_attribute = visitor_type.on_visit_attribute is not base.on_visit_attribute
+        self.own_leave_attribute = visitor_type.on_leave_attribute is not base.on_leave_attribute
+        self.nodes: dict[type, Optional[tuple[Any, Any, tuple[_FieldPlan, ...]]]] = {}
+
+    def method(self, name: str) -> Optional[Callable[..., Any]]:
+        """The function ``getattr(visitor, name)`` finds; None when it is an empty default."""
+        found = inspect.getattr_static(self.type, name, None)
+        if found is None or found is inspect.getattr_static(CSTTypedVisitorFunctions, name, None):
+            return None
+        if not isinstance(found, types.FunctionType):
+            raise _Unusual(name)
+        return found
+
+    def plan(self, node_type: type) -> Optional[tuple[Any, Any, tuple[_FieldPlan, ...]]]:
+        function = node_type._visit_and_replace_children
+        order = _ORDERS.get(function, False)
+        if order is False:
+            order = _ORDERS[function] = _field_order(function)
+        if order is None:
+            return None
+        name = node_type.__name__
+        try:
+            fields = tuple(
+                (field, skipped, self.method(f"visit_{name}_{field}"), self.method(f"leave_{name}_{field}"))
+                for field, skipped in order
+            )
+            return self.method(f"visit_{name}"), self.method(f"leave_{name}"), fields
+        except _Unusual:
+            return None
+
+
+class _Unusual(Exception):
+    """A hook that is not a plain function (a staticmethod, a callable object): libcst's visit decides."""
+
+
+_DISPATCH: dict[type, _Dispatch] = {}
+_HOOK_PREFIXES = ("visit_", "leave_")
 
 
 def _visit(node: CSTNode, visitor: Any) -> Any:
-    read_only = _VISITOR_TYPES.get(type(visitor))
-    if read_only is None:
-        read_only = _VISITOR_TYPES[type(visitor)] = isinstance(visitor, cst.CSTVisitor)
-    if not read_only:
-        return _original_visit(node, visitor)
-    function = type(node)._visit_and_replace_children
-    order = _ORDERS.get(function, False)
-    if order is False:
-        order = _ORDERS[function] = _field_order(function)
-    if order is None:
-        return _original_visit(node, visitor)
-    # What CSTNode.visit does for a CSTVisitor, without building the copy it drops.
-    if visitor.on_visit(node):
-        for field, skipped_when_none in order:
+    dispatch = _DISPATCH.get(type(visitor))
+    if dispatch is None:
+        dispatch = _DISPATCH[type(visitor)] = (
+            _Dispatch(type(visitor)) if isinstance(visitor, cst.CSTVisitor) else None  # type: ignore[assignment]
+        )
+    if dispatch is None or any(k.startswith(_HOOK_PREFIXES) for k in getattr(visitor, "__dict__", ())):
+        return _original_visit(node, visitor)  # a transformer, or hooks set on the instance
+    _walk(node, visitor, dispatch)
+    return node
+
+
+def _walk(node: CSTNode, visitor: Any, dispatch: _Dispatch) -> None:
+    """What CSTNode.visit does for a CSTVisitor, without building the copy of ``node`` it drops."""
+    kind = type(node)
+    nodes = dispatch.nodes
+    plan = nodes.get(kind, False)
+    if plan is False:
+        plan = nodes[kind] = dispatch.plan(kind)
+    if plan is None:
+        _original_visit(node, visitor)
+        return
+    visit, leave, fields = plan
+    if dispatch.own_visit:
+        go = visitor.on_visit(node)
+    else:
+        go = visit is None or visit(visitor, node) is not False
+    if go:
+        own_visit_attribute, own_leave_attribute = dispatch.own_visit_attribute, dispatch.own_leave_attribute
+        for field, skipped_when_none, visit_field, leave_field in fields:
             value = getattr(node, field)
             if value is None and skipped_when_none:
                 continue
-            visitor.on_visit_attribute(node, field)
+            if own_visit_attribute:
+                visitor.on_visit_attribute(node, field)
+            elif visit_field is not None:
+                visit_field(visitor, node)
             if type(value) is tuple or type(value) is list:
                 for item in value:
-                    item.visit(visitor)
+                    _walk(item, visitor, dispatch)
             elif value is not None and type(value) is not cst.MaybeSentinel:
-                value.visit(visitor)
-            visitor.on_leave_attribute(node, field)
-    visitor.on_leave(node)
-    return node
+                _walk(value, visitor, dispatch)
+            if own_leave_attribute:
+                visitor.on_leave_attribute(node, field)
+            elif leave_field is not None:
+                leave_field(visitor, node)
+    if dispatch.own_leave:
+        visitor.on_leave(node)
+    elif leave is not None:
+        leave(visitor, node)
 
 
 _patch_lock = threading.Lock()

@@ -166,3 +166,50 @@ def test_read_only_visits_leave_transformers_alone_and_undo_the_patch():
             assert module.visit(Rename()).code == "A = B\n"
         assert cst.CSTNode.visit is not original
     assert cst.CSTNode.visit is original
+
+
+class Typed(cst.CSTVisitor):
+    """A visitor with libcst's named hooks (looked up once per node type by the fast walk)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.events: list[tuple] = []
+
+    def visit_Name(self, node):
+        self.events.append(("name", node.value))
+
+    def visit_Attribute(self, node):
+        self.events.append(("attribute", id(node)))
+        return False
+
+    def visit_FunctionDef(self, node):
+        self.events.append(("def", node.name.value))
+        return not node.name.value.startswith("_")
+
+    def leave_Call(self, original_node):
+        self.events.append(("call", id(original_node)))
+
+    def visit_Call_func(self, node):
+        self.events.append(("func", id(node)))
+
+    def leave_Call_args(self, node):
+        self.events.append(("args", id(node)))
+
+
+class OnInstance(Typed):
+    def __init__(self) -> None:
+        super().__init__()
+        self.visit_Integer = lambda node: self.events.append(("integer", node.value))
+
+
+@pytest.mark.parametrize("visitor_type", [Typed, OnInstance])
+@pytest.mark.parametrize("name,source", SOURCES[:1] + SOURCES[-2:], ids=[n for n, _ in SOURCES[:1] + SOURCES[-2:]])
+def test_named_hooks_are_called_as_libcst_calls_them(name, source, visitor_type):
+    module = cst.parse_module(source + "\nx = 1\n")
+    slow = visitor_type()
+    module.visit(slow)
+    fast = visitor_type()
+    with cstmeta.read_only_visits():
+        module.visit(fast)
+    assert fast.events == slow.events
+    assert {event[0] for event in slow.events} >= {"name", "attribute", "def", "call", "func", "args"}
