@@ -59,18 +59,18 @@ class RuleContext:
     def position(self, node: cst.CSTNode) -> CodeRange:
         found = self._ranges.get(node)
         if found is None:
-            found = self._ranges[node] = cstmeta.code_range(self._spans[node])
+            found = self._ranges[node] = cstmeta.code_range(self._spans[id(node)])
         return found
 
     def line(self, node: cst.CSTNode) -> int:
-        return self._spans[node][0]
+        return self._spans[id(node)][0]
 
     def start(self, node: cst.CSTNode) -> tuple[int, int]:
-        span = self._spans[node]
+        span = self._spans[id(node)]
         return (span[0], span[1])
 
     def parent(self, node: cst.CSTNode) -> Optional[cst.CSTNode]:
-        return self._parents.get(node)
+        return self._parents.get(id(node))
 
     def is_inside(self, node: cst.CSTNode, ancestor: cst.CSTNode) -> bool:
         current: Optional[cst.CSTNode] = node
@@ -138,7 +138,7 @@ class RuleContext:
 
     def spans_a_line(self, node: cst.CSTNode, lines: frozenset[int]) -> bool:
         """Does ``node`` run over one of ``lines``?"""
-        first, _, last, _ = self._spans[node]
+        first, _, last, _ = self._spans[id(node)]
         return any(first <= line <= last for line in lines)
 
     def rebinding(self, target: cst.BaseExpression, site: cst.CSTNode) -> RebindVerdict:

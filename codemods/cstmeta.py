@@ -26,6 +26,7 @@ import inspect
 import textwrap
 import threading
 import types
+import weakref
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator, Optional
 
@@ -34,6 +35,7 @@ from libcst._nodes.base import CSTNode
 from libcst._typed_visitor import CSTTypedVisitorFunctions
 from libcst.metadata import CodePosition, CodeRange, ExpressionContext, ExpressionContextProvider, ScopeProvider
 from libcst.metadata.position_provider import NEWLINE_RE, PositionProvidingCodegenState
+from libcst.metadata.scope_provider import _ASSIGNMENT_LIKE_NODES, ScopeVisitor
 
 # -- read-only traversals that do not rebuild the tree -----------------------------------------
 
@@ -95,6 +97,7 @@ def _field_order(function: Callable[..., Any]) -> Optional[tuple[tuple[str, bool
 
 
 _original_visit = CSTNode.visit
+_HOOK_PREFIXES = ("visit_", "leave_")
 _FieldPlan = tuple[str, bool, Optional[Callable[..., Any]], Optional[Callable[..., Any]]]
 
 
@@ -115,9 +118,14 @@ class _Dispatch:
         self.own_visit_attribute = visitor_type.on_visit_attribute is not base.on_visit_attribute
         self.own_leave_attribute = visitor_type.on_leave_attribute is not base.on_leave_attribute
         self.nodes: dict[type, Optional[tuple[Any, Any, tuple[_FieldPlan, ...]]]] = {}
+        # names of the hooks the visitor's classes define (libcst's empty defaults are in _typed_visitor)
+        self.hooks = {name for klass in visitor_type.__mro__ if klass.__module__ != CSTTypedVisitorFunctions.__module__
+                      for name in vars(klass) if name.startswith(_HOOK_PREFIXES)}
 
     def method(self, name: str) -> Optional[Callable[..., Any]]:
         """The function ``getattr(visitor, name)`` finds; None when it is an empty default."""
+        if name not in self.hooks:
+            return None
         found = inspect.getattr_static(self.type, name, None)
         if found is None or found is inspect.getattr_static(CSTTypedVisitorFunctions, name, None):
             return None
@@ -147,16 +155,15 @@ class _Unusual(Exception):
     """A hook that is not a plain function (a staticmethod, a callable object): libcst's visit decides."""
 
 
-_DISPATCH: dict[type, _Dispatch] = {}
-_HOOK_PREFIXES = ("visit_", "leave_")
+# Weak: rules define small visitor classes inside functions, a new type on each call.
+_DISPATCH: "weakref.WeakKeyDictionary[type, Optional[_Dispatch]]" = weakref.WeakKeyDictionary()
 
 
 def _visit(node: CSTNode, visitor: Any) -> Any:
-    dispatch = _DISPATCH.get(type(visitor))
-    if dispatch is None:
-        dispatch = _DISPATCH[type(visitor)] = (
-            _Dispatch(type(visitor)) if isinstance(visitor, cst.CSTVisitor) else None  # type: ignore[assignment]
-        )
+    kind = type(visitor)
+    dispatch = _DISPATCH.get(kind, False)
+    if dispatch is False:
+        dispatch = _DISPATCH[kind] = _Dispatch(kind) if issubclass(kind, cst.CSTVisitor) else None
     if dispatch is None or any(k.startswith(_HOOK_PREFIXES) for k in getattr(visitor, "__dict__", ())):
         return _original_visit(node, visitor)  # a transformer, or hooks set on the instance
     _walk(node, visitor, dispatch)
@@ -242,50 +249,103 @@ _STORE_FIELDS: dict[type, str] = {
 _LOADED_INSIDE = (cst.Attribute, cst.Subscript)
 
 
-def parents_and_stores(module: cst.Module) -> tuple[dict[CSTNode, CSTNode], dict[CSTNode, ExpressionContext]]:
-    """Child -> parent for every node (as ParentNodeProvider gives), and every Name that is
-    stored to, with ``ExpressionContext.STORE`` (what ScopeProvider reads of
-    ExpressionContextProvider: every other name is read as an access)."""
-    parents: dict[CSTNode, CSTNode] = {}
+_NODE_TYPES: dict[type, bool] = {}
+
+
+def _is_node(kind: type) -> bool:
+    """issubclass(kind, CSTNode), remembered (isinstance against libcst's abstract base is slow)."""
+    found = _NODE_TYPES.get(kind)
+    if found is None:
+        found = _NODE_TYPES[kind] = issubclass(kind, CSTNode)
+    return found
+
+
+def _children(node: CSTNode) -> Iterator[CSTNode]:
+    names = _FIELDS.get(type(node))
+    if names is None:
+        names = _FIELDS[type(node)] = tuple(f.name for f in dataclasses.fields(node))
+    for name in names:
+        value = getattr(node, name)
+        kind = type(value)
+        if kind is tuple or kind is list:
+            for item in value:
+                if _is_node(type(item)):
+                    yield item
+        elif _is_node(kind):
+            yield value
+
+
+def parents_and_stores(module: cst.Module) -> tuple[dict[int, CSTNode], dict[CSTNode, ExpressionContext]]:
+    """``id(child)`` -> parent for every node (as ParentNodeProvider gives, keyed by id: a node's
+    own ``__hash__`` is a Python call), and every Name that is stored to, with
+    ``ExpressionContext.STORE`` (what ScopeProvider reads of ExpressionContextProvider:
+    every other name is read as an access)."""
+    parents: dict[int, CSTNode] = {}
     targets: list[CSTNode] = []
     stack: list[CSTNode] = [module]
-    node_type = CSTNode
-    while stack:
+    store_fields, fields, node_types = _STORE_FIELDS, _FIELDS, _NODE_TYPES
+    while stack:  # _children inlined: this loop runs once per node of every file
         node = stack.pop()
         kind = type(node)
-        names = _FIELDS.get(kind)
-        if names is None:
-            names = _FIELDS[kind] = tuple(f.name for f in dataclasses.fields(node))
-        store_field = _STORE_FIELDS.get(kind)
+        store_field = store_fields.get(kind)
         if store_field is not None:
             targets.append(getattr(node, store_field))
+        names = fields.get(kind)
+        if names is None:
+            names = fields[kind] = tuple(f.name for f in dataclasses.fields(node))
         for name in names:
             value = getattr(node, name)
-            if isinstance(value, node_type):
-                parents[value] = node
-                stack.append(value)
-            elif type(value) is tuple or type(value) is list:
+            value_kind = type(value)
+            if value_kind is tuple or value_kind is list:
                 for item in value:
-                    if isinstance(item, node_type):
-                        parents[item] = node
+                    item_kind = type(item)
+                    is_node = node_types.get(item_kind)
+                    if is_node is None:
+                        is_node = _is_node(item_kind)
+                    if is_node:
+                        parents[id(item)] = node
                         stack.append(item)
+            else:
+                is_node = node_types.get(value_kind)
+                if is_node is None:
+                    is_node = _is_node(value_kind)
+                if is_node:
+                    parents[id(value)] = node
+                    stack.append(value)
     stores: dict[CSTNode, ExpressionContext] = {}
     store = ExpressionContext.STORE
     while targets:
         node = targets.pop()
-        if isinstance(node, cst.Name):
+        if type(node) is cst.Name:
             stores[node] = store
         elif not isinstance(node, _LOADED_INSIDE):  # tuples, lists, starred, their elements, parentheses
-            for name in _FIELDS.get(type(node)) or tuple(f.name for f in dataclasses.fields(node)):
-                value = getattr(node, name)
-                if isinstance(value, node_type):
-                    targets.append(value)
-                elif type(value) is tuple or type(value) is list:
-                    targets.extend(item for item in value if isinstance(item, node_type))
+            targets.extend(_children(node))
     return parents, stores
 
 
 # -- scopes: libcst's ScopeVisitor, run once ------------------------------------------------------
+
+_ASSIGNMENT_LIKE: dict[type, bool] = {}
+
+
+class _ScopeVisitor(ScopeVisitor):
+    """libcst's ScopeVisitor with an on_leave that does the same at less cost."""
+
+    _leaves: dict[type, Optional[Callable[..., Any]]] = {}
+
+    def on_leave(self, original_node: CSTNode) -> None:
+        kind = type(original_node)
+        self.provider._computed[original_node] = self.scope
+        counts = _ASSIGNMENT_LIKE.get(kind)
+        if counts is None:
+            counts = _ASSIGNMENT_LIKE[kind] = issubclass(kind, _ASSIGNMENT_LIKE_NODES)
+        if counts:
+            self.scope._assignment_count += 1
+        leave = self._leaves.get(kind, False)
+        if leave is False:
+            leave = self._leaves[kind] = getattr(type(self), f"leave_{kind.__name__}", None)
+        if leave is not None:
+            leave(self, original_node)
 
 
 def scopes(module: cst.Module, stores: dict[CSTNode, ExpressionContext]) -> dict[CSTNode, Any]:
@@ -295,8 +355,10 @@ def scopes(module: cst.Module, stores: dict[CSTNode, ExpressionContext]) -> dict
     """
     provider = ScopeProvider()
     provider.metadata = {ExpressionContextProvider: stores}
-    with read_only_visits():
-        provider.visit_Module(module)
+    with read_only_visits():  # what ScopeProvider.visit_Module does, with the cheaper visitor
+        visitor = _ScopeVisitor(provider)
+        module.visit(visitor)
+        visitor.infer_accesses()
     return provider._computed
 
 
@@ -322,21 +384,21 @@ class _Syntactic:
         state = self.state
         spans = state.spans
         if self.start_node is not None:
-            first = spans[self.start_node]
+            first = spans[id(self.start_node)]
             line, column = first[0], first[1]
         else:
             line, column = self.line, self.column
         if self.end_node is not None:
-            last = spans[self.end_node]
-            spans[self.node] = (line, column, last[2], last[3])
+            last = spans[id(self.end_node)]
+            spans[id(self.node)] = (line, column, last[2], last[3])
         else:
-            spans[self.node] = (line, column, state.line, state.column)
+            spans[id(self.node)] = (line, column, state.line, state.column)
         return False
 
 
 @dataclasses.dataclass
 class _PositionState(PositionProvidingCodegenState):
-    spans: dict[CSTNode, Span] = dataclasses.field(default_factory=dict)
+    spans: dict[int, Span] = dataclasses.field(default_factory=dict)  # by id(node)
 
     def add_indent_tokens(self) -> None:
         for token in self.indent_tokens:
@@ -356,16 +418,18 @@ class _PositionState(PositionProvidingCodegenState):
 
     def after_codegen(self, node: CSTNode) -> None:
         line, column = self._stack.pop()  # type: ignore[misc]
-        if node not in self.spans:  # a syntactic position, recorded inside, wins
-            self.spans[node] = (line, column, self.line, self.column)
+        key = id(node)
+        if key not in self.spans:  # a syntactic position, recorded inside, wins
+            self.spans[key] = (line, column, self.line, self.column)
 
     def record_syntactic_position(self, node: CSTNode, *, start_node: Optional[CSTNode] = None,
                                   end_node: Optional[CSTNode] = None) -> _Syntactic:  # type: ignore[override]
         return _Syntactic(self, node, start_node, end_node)
 
 
-def positions(module: cst.Module) -> dict[CSTNode, Span]:
-    """PositionProvider's ranges for every node, as (start line, start column, end line, end column)."""
+def positions(module: cst.Module) -> dict[int, Span]:
+    """PositionProvider's ranges for every node, by ``id(node)``, as (start line, start column,
+    end line, end column)."""
     state = _PositionState(default_indent=module.default_indent, default_newline=module.default_newline,
                            provider=None)
     module._codegen(state)

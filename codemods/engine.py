@@ -163,7 +163,11 @@ def _analyze(module: cst.Module, rules: Sequence[Rule], source: str,
         ctx.proven_lines = proven_lines
         runner = _RuleRunner(rules, ctx)
         module.visit(runner)
-        silenced = noqa_lines(source)
+        # noqa comments only matter on the lines reported on (tokenizing a long file is not free)
+        report_lines = {ctx.line(report.node) for _, report in runner.reports}
+        lines = source.split("\n") if report_lines else []  # numbered as tokenize numbers them
+        maybe_silenced = any(line <= len(lines) and "noqa" in lines[line - 1] for line in report_lines)
+        silenced = noqa_lines(source) if maybe_silenced else {}
         raw: list[_RawReport] = []
         for rule, report in runner.reports:
             context = None if report.ignore_context else enclosing_grad_context(report.node, ctx.parent, ctx.qualified_names)
