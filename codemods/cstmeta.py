@@ -26,7 +26,6 @@ import inspect
 import textwrap
 import threading
 import types
-import weakref
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator, Optional
 
@@ -155,15 +154,18 @@ class _Unusual(Exception):
     """A hook that is not a plain function (a staticmethod, a callable object): libcst's visit decides."""
 
 
-# Weak: rules define small visitor classes inside functions, a new type on each call.
-_DISPATCH: "weakref.WeakKeyDictionary[type, Optional[_Dispatch]]" = weakref.WeakKeyDictionary()
+# By visitor type, for types defined at module level only: rules define small visitor classes
+# inside functions, a new type on each call whose methods hold on to that call's variables.
+_DISPATCH: dict[type, Optional[_Dispatch]] = {}
 
 
 def _visit(node: CSTNode, visitor: Any) -> Any:
     kind = type(visitor)
     dispatch = _DISPATCH.get(kind, False)
     if dispatch is False:
-        dispatch = _DISPATCH[kind] = _Dispatch(kind) if issubclass(kind, cst.CSTVisitor) else None
+        dispatch = _Dispatch(kind) if issubclass(kind, cst.CSTVisitor) else None
+        if "<locals>" not in kind.__qualname__:
+            _DISPATCH[kind] = dispatch
     if dispatch is None or any(k.startswith(_HOOK_PREFIXES) for k in getattr(visitor, "__dict__", ())):
         return _original_visit(node, visitor)  # a transformer, or hooks set on the instance
     _walk(node, visitor, dispatch)

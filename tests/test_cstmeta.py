@@ -213,3 +213,31 @@ def test_named_hooks_are_called_as_libcst_calls_them(name, source, visitor_type)
         module.visit(fast)
     assert fast.events == slow.events
     assert {event[0] for event in slow.events} >= {"name", "attribute", "def", "call", "func", "args"}
+
+
+def test_visitor_classes_made_per_call_are_not_kept():
+    """A class defined in a function holds that call's variables (a tree, a context): it must go with the call."""
+    import gc
+    import weakref
+
+    class Held:  # stands for what such a visitor's methods hold on to
+        pass
+
+    def count_names(source: str) -> tuple[int, "weakref.ref"]:
+        module = cst.parse_module(source)
+        held = Held()
+
+        class Names(cst.CSTVisitor):
+            found = 0
+
+            def visit_Name(self, node):
+                Names.found += 1 if held is not None else 0
+
+        with cstmeta.read_only_visits():
+            module.visit(Names())
+        return Names.found, weakref.ref(held)
+
+    found, witness = count_names("a = b + c\n")
+    gc.collect()
+    assert found == 3
+    assert witness() is None
