@@ -93,7 +93,13 @@ class _RawReport:
     suppressed_by_noqa: bool
 
 
-def parse(source: str) -> cst.Module:
+def parse(source: str, piece_starts: Sequence[int] = (), piece_chars: int = prescreen.PIECE_CHARS) -> cst.Module:
+    """libcst's module for ``source``; in pieces of about ``piece_chars`` cut at ``piece_starts``
+    (prescreen.piece_starts) when there are some, which gives the same module."""
+    if piece_starts:
+        module = _parse_in_pieces(source, piece_starts, piece_chars)
+        if module is not None:
+            return module
     try:
         return cst.parse_module(source)
     except cst.ParserSyntaxError as error:
@@ -102,6 +108,42 @@ def parse(source: str) -> cst.Module:
         _syntax_check_only(source)
         message = str(error.message if hasattr(error, "message") else error).splitlines()[0]
         raise SourceSyntaxError(message, error.raw_line, error.raw_column + 1) from None
+
+
+def _parse_in_pieces(source: str, starts: Sequence[int], piece_chars: int) -> Optional[cst.Module]:
+    """The module libcst parses from ``source``, put together from pieces; None: parse it whole.
+
+    Each piece but the first begins with the lines before a top-level statement, which
+    libcst reads as that piece's header: in the whole module they are the statement's
+    leading lines. Pieces that read the indentation or line ending differently (a piece
+    with no indented block falls back to four spaces) would give other nodes: not used.
+    """
+    cuts = [0]
+    for start in starts:
+        if start - cuts[-1] >= piece_chars:
+            cuts.append(start)
+    if len(cuts) == 1:
+        return None
+    cuts.append(len(source))
+    try:
+        pieces = [cst.parse_module(source[a:b]) for a, b in zip(cuts, cuts[1:])]
+    except Exception:  # the whole parse reports it with the right position
+        return None
+    first, last = pieces[0], pieces[-1]
+    body: list[cst.BaseStatement] = []
+    for number, piece in enumerate(pieces):
+        if (piece.default_indent != first.default_indent or piece.default_newline != first.default_newline
+                or not piece.body or (piece is not last and (piece.footer or not piece.has_trailing_newline))):
+            return None
+        statements = list(piece.body)
+        if number and piece.header:
+            statements[0] = statements[0].with_changes(leading_lines=(*piece.header, *statements[0].leading_lines))
+        body.extend(statements)
+    return cst.Module(
+        body=tuple(body), header=first.header, footer=last.footer, encoding=first.encoding,
+        default_indent=first.default_indent, default_newline=first.default_newline,
+        has_trailing_newline=last.has_trailing_newline,
+    )
 
 
 def _syntax_check_only(source: str) -> None:
@@ -227,7 +269,7 @@ def check_source(
     plan = _plan(source, rules, keep_silenced)
     if plan is None:
         return []
-    ctx, raw = _analyze(parse(plan.text), rules, source)
+    ctx, raw = _analyze(parse(plan.text, plan.piece_starts), rules, source)
     return _findings(path, ctx, raw, keep_silenced, level)
 
 
@@ -492,7 +534,7 @@ class _PassOutcome:
 def _fix_pass(text: str, plan: Optional[prescreen.Plan], rules: Sequence[Rule], unsafe_fixes: bool, level: Level,
               broken: set[tuple[str, int, int]], result: FixResult, path: str) -> Optional[_PassOutcome]:
     """One pass over ``text`` (the plan's focused text when given). None: the plan's stubs did not map back."""
-    module = parse(plan.text if plan is not None else text)
+    module = parse(plan.text, plan.piece_starts) if plan is not None else parse(text)
     ctx, raw = _analyze(module, rules, text)
     candidates = [item for item in _choose_fixes(raw, ctx, unsafe_fixes, level) if _key(item, ctx) not in broken]
     if not candidates:

@@ -871,6 +871,8 @@ class Plan:
     kept_units: int
     kept_lines: int  # lines that are not blank in ``text``
     stubs: list[_Stub] = field(default_factory=list)
+    # where libcst may parse ``text`` piece by piece (engine.parse); empty for short texts
+    piece_starts: tuple[int, ...] = ()
 
     @property
     def focused(self) -> bool:
@@ -1238,9 +1240,39 @@ def plan(source: str, rules: Sequence[Rule], keep_silenced: bool = False, focus:
     if not planner.candidates:
         return None
     whole = Plan(source, source, len(planner.candidates), units, units, lines)
-    if not focus or planner.has_global():
-        return whole
-    return _focused(planner, whole) or whole
+    chosen = whole if not focus or planner.has_global() else _focused(planner, whole) or whole
+    if len(chosen.text) > PIECE_CHARS:
+        chosen.piece_starts = piece_starts(tree.body, chosen.text)
+    return chosen
+
+
+#: libcst's parser holds about 500 bytes per character of its input while it runs: a long
+#: text is parsed in pieces of about this size, so that the longest file sets no memory peak.
+PIECE_CHARS = 60_000
+
+
+def piece_starts(body: Sequence[ast.stmt], text: str) -> tuple[int, ...]:
+    """Offsets in ``text`` where a piece may start: libcst reads the pieces as it reads the whole.
+
+    ``text`` is laid out line for line as the module ``body`` was parsed from (a focused
+    text keeps every line). A piece starts at the line after a top-level statement when
+    all lines up to the next one are empty or comments in column 0: libcst makes those the
+    next statement's leading lines (an indented comment there may end the block before it).
+    """
+    lines = _LINE.findall(text)
+    offsets = [0]
+    for line in lines:
+        offsets.append(offsets[-1] + len(line))
+    starts = []
+    previous_end = None
+    for statement in body:
+        first = _first_line(statement)
+        if previous_end is not None and first <= len(lines):
+            gap = lines[previous_end:first - 1]
+            if all(line.startswith("#") or not line.strip("\r\n") for line in gap):
+                starts.append(offsets[previous_end])
+        previous_end = statement.end_lineno or statement.lineno
+    return tuple(starts)
 
 
 def _focused(planner: _Planner, whole: Plan) -> Optional[Plan]:
