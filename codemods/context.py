@@ -40,7 +40,7 @@ class RuleContext:
         # libcst's positions, scopes and parents, computed as cstmeta explains; qualified names
         # are asked of the node's scope when a rule wants them, as libcst's lazy values do.
         self._parents, stores = cstmeta.parents_and_stores(module)
-        self._spans = cstmeta.positions(module)
+        self._spans = cstmeta.Positions(module, self._parents)
         self._ranges: dict[cst.CSTNode, CodeRange] = {}
         self._scopes = cstmeta.scopes(module, stores)
         self._qualified: dict[cst.CSTNode, object] = {}
@@ -59,14 +59,14 @@ class RuleContext:
     def position(self, node: cst.CSTNode) -> CodeRange:
         found = self._ranges.get(node)
         if found is None:
-            found = self._ranges[node] = cstmeta.code_range(self._spans[id(node)])
+            found = self._ranges[node] = cstmeta.code_range(self._spans[node])
         return found
 
     def line(self, node: cst.CSTNode) -> int:
-        return self._spans[id(node)][0]
+        return self._spans[node][0]
 
     def start(self, node: cst.CSTNode) -> tuple[int, int]:
-        span = self._spans[id(node)]
+        span = self._spans[node]
         return (span[0], span[1])
 
     def parent(self, node: cst.CSTNode) -> Optional[cst.CSTNode]:
@@ -138,7 +138,7 @@ class RuleContext:
 
     def spans_a_line(self, node: cst.CSTNode, lines: frozenset[int]) -> bool:
         """Does ``node`` run over one of ``lines``?"""
-        first, _, last, _ = self._spans[id(node)]
+        first, _, last, _ = self._spans[node]
         return any(first <= line <= last for line in lines)
 
     def rebinding(self, target: cst.BaseExpression, site: cst.CSTNode) -> RebindVerdict:

@@ -241,3 +241,28 @@ def test_visitor_classes_made_per_call_are_not_kept():
     gc.collect()
     assert found == 3
     assert witness() is None
+
+
+@pytest.mark.parametrize("name,source", SOURCES + CRLF, ids=[n for n, _ in SOURCES + CRLF])
+def test_positions_a_unit_at_a_time_equal_libcsts(name, source):
+    import random
+
+    module = cst.parse_module(source)
+    want = cst.MetadataWrapper(module, unsafe_skip_copy=True).resolve(PositionProvider)
+    parents, _ = cstmeta.parents_and_stores(module)
+
+    def in_a_statement(node) -> bool:  # a method, a function or a simple statement: within a unit
+        while node is not None:
+            if isinstance(node, (cst.FunctionDef, cst.SimpleStatementLine)):
+                return True
+            node = parents.get(id(node))
+        return False
+
+    nodes = [n for n in want if in_a_statement(n)]
+    random.Random(len(source)).shuffle(nodes)
+    lazy = cstmeta.Positions(module, parents)
+    for node in nodes[:300]:  # a unit at a time, in no particular order
+        assert cstmeta.code_range(lazy[node]) == want[node], (name, type(node).__name__)
+    assert not lazy._everything
+    for node in want:  # then every node, the class headers and the module too
+        assert cstmeta.code_range(lazy[node]) == want[node], (name, type(node).__name__)
