@@ -16,6 +16,7 @@ build and settings match a stored entry is not analysed again.
 
 from __future__ import annotations
 
+import gc
 import multiprocessing
 import os
 import signal
@@ -171,6 +172,7 @@ def _from_cache(path: str, display: str, cache: Cache) -> Optional[FileOutcome]:
 # --- the pool ------------------------------------------------------------------------------
 
 _worker_job: Optional[_Job] = None
+WORKER_GC_THRESHOLDS = (20_000, 10, 10)  # the defaults: (700, 10, 10)
 
 
 def _worker_init(job: _Job) -> None:
@@ -178,6 +180,10 @@ def _worker_init(job: _Job) -> None:
     _worker_job = job
     # Ctrl-C goes to the whole process group: only the parent handles it (and stops us).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # A file's trees are millions of young objects: the collector need not look at what every
+    # worker imported, nor run as often as the defaults make it (about 8 % of a run's time).
+    gc.freeze()
+    gc.set_threshold(*WORKER_GC_THRESHOLDS)
 
 
 def _worker_chunk(chunk: list[tuple[str, str]]) -> list[FileOutcome]:
