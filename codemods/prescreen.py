@@ -42,8 +42,16 @@ from typing import Iterator, Optional, Sequence
 from .aliasing import ALIASING_METHODS
 from .grad_context import AUTOGRAD_FUNCTION_METHODS, INITIALIZER_NAME, OPTIMIZER_METHODS
 from .inplace_signatures import FUNCTIONAL, INPLACE_MODULES
-from .optable import INPLACE_FUNCTIONS, INPLACE_METHODS, INPLACE_OPERATORS
-from .tensors import NON_TENSOR_ATTRIBUTES, NON_TENSOR_BUILTINS, TENSOR_ANNOTATIONS, TENSOR_ATTRIBUTES
+from .optable import INPLACE_FUNCTIONS, INPLACE_METHODS, INPLACE_OPERATORS, TENSOR_METHODS
+from .tensors import (
+    NON_TENSOR_ATTRIBUTES,
+    NON_TENSOR_BUILTINS,
+    NON_TENSOR_METHODS,
+    NON_TENSOR_TORCH_CALLS,
+    NON_TENSOR_TORCH_MODULES,
+    TENSOR_ANNOTATIONS,
+    TENSOR_ATTRIBUTES,
+)
 from .rule import Rule
 
 # --- text ---------------------------------------------------------------------------------------------
@@ -515,13 +523,77 @@ def _names_in(target: ast.AST) -> list[str]:
     return [n.id for n in ast.walk(target) if isinstance(n, ast.Name)]
 
 
+class _Imports:
+    """Where libcst's qualified names come from: every import of the module, by the name it binds.
+
+    Imports anywhere count (a superset of what one scope sees). ``bound_otherwise``: names the
+    module binds at module level other than by an import.
+    """
+
+    def __init__(self, tree: ast.Module, names: "_Names") -> None:
+        self.paths: dict[str, set[str]] = {}
+        self.star_from_torch = False
+        pending: list[list[ast.stmt]] = [tree.body]
+        while pending:
+            for statement in pending.pop():
+                if isinstance(statement, ast.Import):
+                    for alias in statement.names:
+                        if alias.asname:
+                            self.paths.setdefault(alias.asname, set()).add(alias.name)
+                        else:
+                            root = alias.name.split(".")[0]
+                            self.paths.setdefault(root, set()).add(root)
+                elif isinstance(statement, ast.ImportFrom):
+                    module = "." * statement.level + (statement.module or "")
+                    for alias in statement.names:
+                        if alias.name == "*":
+                            self.star_from_torch |= module == "torch" or module.startswith("torch.")
+                        else:
+                            self.paths.setdefault(alias.asname or alias.name, set()).add(f"{module}.{alias.name}")
+                else:
+                    pending.extend(_statement_lists(statement))
+        self.bound_otherwise = {name for name, kinds in names.kinds.items()
+                                if not kinds <= {names.IMPORT, names.TORCH_IMPORT}}
+
+    def torch_verdict(self, func: ast.AST) -> Optional[bool]:
+        """For a callee that libcst names ``torch.*``: does TensorInference answer TENSOR? None: no such name."""
+        attributes: list[str] = []
+        while isinstance(func, ast.Attribute):
+            attributes.append(func.attr)
+            func = func.value
+        if not isinstance(func, ast.Name):
+            return None
+        root = func.id
+        paths = set(self.paths.get(root, ()))
+        if root == "torch":
+            paths.add("torch")  # a module-level `torch` of any kind: libcst names its attributes torch.*
+        if self.star_from_torch and root not in self.paths:
+            return True  # `from torch import *`: any name may be torch's
+        verdicts = []
+        for path in paths:
+            full = ".".join([path, *reversed(attributes)])
+            if not full.startswith("torch."):
+                continue
+            last = full.rsplit(".", 1)[-1]
+            if last in NON_TENSOR_TORCH_CALLS or full.startswith(NON_TENSOR_TORCH_MODULES):
+                verdicts.append(False)
+            elif full.startswith("torch.nn.") and last[:1].isupper() and last != "Parameter":
+                verdicts.append(False)  # a module, not a tensor
+            else:
+                verdicts.append(True)
+        return any(verdicts) if verdicts else None
+
+
 class _Kinds:
     """Tensor-ness of expressions in one scope, as far as the ast can tell without libcst."""
 
-    def __init__(self, scope: _Scope, aliases: dict[str, set[str]], imported: frozenset[str]) -> None:
+    def __init__(self, scope: _Scope, aliases: dict[str, set[str]], imported: frozenset[str],
+                 imports: Optional["_Imports"] = None) -> None:
         self.scope = scope
         self.aliases = aliases
         self.imported = imported  # every word of every import statement: names whose meaning is an import
+        # the module's imports, when this is the scope of a top-level function or method (None: not used)
+        self.imports = imports
         self._visiting: set[str] = set()
 
     def may_be_tensor(self, expr: Optional[ast.AST], depth: int = 0) -> bool:
@@ -548,8 +620,40 @@ class _Kinds:
         if isinstance(expr, ast.Attribute):
             return expr.attr in TENSOR_ATTRIBUTES and self.may_be_tensor(expr.value, depth + 1)
         if isinstance(expr, ast.Call):
-            return not self.surely_number(expr)
+            return self._call_may_be_tensor(expr, depth)
         return False  # TensorInference answers UNKNOWN for anything else (await, starred, ...)
+
+    def _call_may_be_tensor(self, call: ast.Call, depth: int) -> bool:
+        """TensorInference._call_kind may answer TENSOR: the callee is a torch function that returns
+        tensors (known by its import), a tensor method of what may be a tensor, or maybe a module."""
+        if self.surely_number(call):
+            return False
+        imports = self.imports
+        if imports is None:
+            return True
+        func = call.func
+        verdict = imports.torch_verdict(func)
+        if verdict is not None:
+            if verdict or not self._import_only(func):
+                return True
+            return False  # `make_tensor(...)` from torch.testing, `torch.nn.Linear(...)`: not a tensor
+        if isinstance(func, ast.Attribute):
+            if func.attr in NON_TENSOR_METHODS:
+                return False
+            if func.attr in TENSOR_METHODS:
+                return self.may_be_tensor(func.value, depth + 1)
+            return isinstance(func.value, ast.Name) and func.value.id == "self"  # a module built in __init__
+        if isinstance(func, ast.Name):
+            # a name bound to a module built from torch.nn (`gru = nn.GRU(...)`, then `gru(x)`)
+            return func.id in self.scope.names or func.id in imports.bound_otherwise
+        return False
+
+    def _import_only(self, func: ast.AST) -> bool:
+        """Is the callee's root name bound by imports only, here and at module level?"""
+        while isinstance(func, ast.Attribute):
+            func = func.value
+        assert isinstance(func, ast.Name) and self.imports is not None
+        return func.id not in self.scope.names and func.id not in self.imports.bound_otherwise
 
     def _name_may_be_tensor(self, name: str, depth: int) -> bool:
         if name in ("True", "False", "None"):
@@ -936,6 +1040,8 @@ class _Planner:
         self.syntax = _Syntax(self.codes, self.aliases)
         self.scopes: dict[int, _Kinds] = {}
         self._global_names: Optional[set[str]] = None
+        self._names: Optional[_Names] = None
+        self._imports: Optional[_Imports] = None
         self.imported: Optional[frozenset[str]] = None
         self.blocks: dict[int, _Block] = {}
         self.walked: set[int] = set()
@@ -1060,7 +1166,12 @@ class _Planner:
             if owner is self.tree:
                 for name in self.global_names():
                     scope.names.setdefault(name, []).append(_Binding(_ANY))  # bound in a function too
-            kinds = self.scopes[id(owner)] = _Kinds(scope, self.aliases, self.imported)
+            # Callees are resolved through the module's imports where no enclosing function may
+            # bind their names: in a top-level function or class, or a method of a top-level class.
+            enclosing = [s for s in path[:-1] if isinstance(s, _DEFINITIONS)]
+            flat = len(enclosing) == 1 or (len(enclosing) == 2 and isinstance(enclosing[0], ast.ClassDef))
+            kinds = self.scopes[id(owner)] = _Kinds(scope, self.aliases, self.imported,
+                                                    self.imports() if flat and not self.global_names() else None)
         return kinds
 
     def _silenced(self, candidate: _Candidate, node: ast.AST, path: list[ast.stmt], in_lambda: bool) -> bool:
@@ -1108,6 +1219,16 @@ class _Planner:
 
     def has_global(self) -> bool:
         return bool(self.global_names())
+
+    def names(self) -> "_Names":
+        if self._names is None:
+            self._names = _Names(self.tree)
+        return self._names
+
+    def imports(self) -> "_Imports":
+        if self._imports is None:
+            self._imports = _Imports(self.tree, self.names())
+        return self._imports
 
 
 def _binds(statement: ast.stmt, name: str, allow_import: bool) -> bool:
@@ -1282,7 +1403,7 @@ def _focused(planner: _Planner, whole: Plan) -> Optional[Plan]:
     kept = {i for i in range(len(body)) if not isinstance(body[i], _DEFINITIONS)}
     sites = {index for index, _ in planner.candidates}
     offsets = _line_offsets(source)
-    names = _Names(tree)
+    names = planner.names()
 
     def unit_text(index: int) -> str:
         statement = body[index]
