@@ -547,7 +547,52 @@ ATTRIBUTE_CHAIN = src("""
             return self.h
 """)
 
+CALLEES = src("""
+    import torch
+    import torch.nn as nn
+    from torch.testing import make_tensor
+    from helpers import build
+
+
+    def made_by_testing(n):
+        inp = make_tensor(n)  # torch.testing: TensorInference cannot tell
+        inp[2] = float("nan")
+        return inp
+
+
+    def made_elsewhere(n):
+        table = build(n)
+        table[0] = 1
+        return table
+
+
+    def made_by_torch(x):
+        y = torch.sigmoid(x)
+        y[0] = 1
+        return y
+
+
+    def shadowed(x, make_tensor):
+        y = make_tensor(x)
+        y[0] = 1
+        return y
+
+
+    def built_module(x):
+        layer = nn.Linear(3, 3)
+        h = layer(x).sigmoid()
+        h[0] = 1
+        return h
+
+
+    def tensor_method(x):
+        y = torch.exp(x).clone()
+        y[0] = 1
+        return y
+""")
+
 CASES = {
+    "callees": CALLEES,
     "switched": SWITCHED,
     "kinds": KINDS,
     "methods": METHODS,
@@ -591,6 +636,16 @@ def test_cases_find_something_and_leave_definitions_out():
         assert check_source(source, keep_silenced=True), name
         plan = planned(source)
         assert plan is not None and plan.focused, name
+
+
+def test_calls_that_are_not_tensors_leave_their_definitions_out():
+    """Callees resolved through the imports: a helper's or torch.testing's result is not written
+    into as a tensor; torch's results, a shadowing local name and a module's output are."""
+    plan = planned(CALLEES)
+    assert plan is not None and plan.focused
+    kept = {line.split("(")[0][4:] for line in plan.text.splitlines() if line.startswith("def ") and "gradfix-focus" not in line}
+    assert kept == {"made_by_torch", "shadowed", "built_module", "tensor_method"}
+    assert {f.line for f in check_source(CALLEES)} == {21, 34}  # made_by_torch, built_module
 
 
 def test_far_arguments_are_found():
