@@ -14,8 +14,12 @@ and most of it does nothing for us:
 So here: one walk over the fields gives parents and stored names; scopes come from
 libcst's own ScopeVisitor, run once, while read-only visits do not rebuild nodes
 (:func:`read_only_visits`); positions come from libcst's code generation with a lighter
-recording state, kept as tuples until a rule asks. ``tests/test_cstmeta.py`` holds each
-against libcst's providers.
+recording state, one statement at a time when a rule asks (:class:`Positions`). Nodes
+are keyed by ``id`` where the whole tree is alive (a node's ``__hash__`` is a Python call).
+
+This leans on libcst internals (the field helpers' names, ScopeVisitor, the codegen
+states); ``tests/test_cstmeta.py`` holds every piece against libcst's own providers and
+visit order, so a libcst release that changes them fails there, not in users' findings.
 """
 
 from __future__ import annotations
