@@ -555,33 +555,49 @@ class _Imports:
         self.bound_otherwise = {name for name, kinds in names.kinds.items()
                                 if not kinds <= {names.IMPORT, names.TORCH_IMPORT}}
 
-    def torch_verdict(self, func: ast.AST) -> Optional[bool]:
-        """For a callee that libcst names ``torch.*``: does TensorInference answer TENSOR? None: no such name."""
+    def torch_names(self, func: ast.AST) -> Optional[list[str]]:
+        """The ``torch.*`` names libcst may give the callee (None: any name, after `from torch import *`)."""
         attributes: list[str] = []
         while isinstance(func, ast.Attribute):
             attributes.append(func.attr)
             func = func.value
         if not isinstance(func, ast.Name):
-            return None
+            return []
         root = func.id
         paths = set(self.paths.get(root, ()))
         if root == "torch":
             paths.add("torch")  # a module-level `torch` of any kind: libcst names its attributes torch.*
         if self.star_from_torch and root not in self.paths:
+            return None
+        found = (".".join([path, *reversed(attributes)]) for path in paths)
+        return [full for full in found if full.startswith("torch.")]
+
+    def module_class(self, func: ast.AST) -> bool:
+        """May the callee be a torch.nn module class (``nn.Linear``)?"""
+        names = self.torch_names(func)
+        return names is None or any(_is_module_class(full) for full in names)
+
+    def torch_verdict(self, func: ast.AST) -> Optional[bool]:
+        """For a callee that libcst names ``torch.*``: does TensorInference answer TENSOR? None: no such name."""
+        names = self.torch_names(func)
+        if names is None:
             return True  # `from torch import *`: any name may be torch's
         verdicts = []
-        for path in paths:
-            full = ".".join([path, *reversed(attributes)])
-            if not full.startswith("torch."):
-                continue
+        for full in names:
             last = full.rsplit(".", 1)[-1]
             if last in NON_TENSOR_TORCH_CALLS or full.startswith(NON_TENSOR_TORCH_MODULES):
                 verdicts.append(False)
-            elif full.startswith("torch.nn.") and last[:1].isupper() and last != "Parameter":
+            elif _is_module_class(full):
                 verdicts.append(False)  # a module, not a tensor
             else:
                 verdicts.append(True)
         return any(verdicts) if verdicts else None
+
+
+def _is_module_class(name: str) -> bool:
+    """TensorInference's test for a torch.nn module class (its constructor builds a module)."""
+    last = name.rsplit(".", 1)[-1]
+    return name.startswith("torch.nn.") and last[:1].isupper() and last != "Parameter"
 
 
 class _Kinds:
@@ -644,8 +660,14 @@ class _Kinds:
                 return self.may_be_tensor(func.value, depth + 1)
             return isinstance(func.value, ast.Name) and func.value.id == "self"  # a module built in __init__
         if isinstance(func, ast.Name):
-            # a name bound to a module built from torch.nn (`gru = nn.GRU(...)`, then `gru(x)`)
-            return func.id in self.scope.names or func.id in imports.bound_otherwise
+            # a name bound to a module built from torch.nn (`gru = nn.GRU(...)`, then `gru(x)`): as
+            # module_constructor reads it, bound once, by `=`; a module-level name is not looked at
+            local = self.scope.names.get(func.id)
+            if local is None:
+                return func.id in imports.bound_otherwise
+            value = local[0].value
+            return (len(local) == 1 and local[0].how == "assign" and isinstance(value, ast.Call)
+                    and imports.module_class(value.func))
         return False
 
     def _import_only(self, func: ast.AST) -> bool:

@@ -550,6 +550,7 @@ ATTRIBUTE_CHAIN = src("""
 CALLEES = src("""
     import torch
     import torch.nn as nn
+    from functools import partial
     from torch.testing import make_tensor
     from helpers import build
 
@@ -558,6 +559,13 @@ CALLEES = src("""
         inp = make_tensor(n)  # torch.testing: TensorInference cannot tell
         inp[2] = float("nan")
         return inp
+
+
+    def made_by_partial(n):
+        make = partial(make_tensor, dtype=torch.float)  # a local name, bound once, not to a module
+        t = make(n)
+        t[0] = 1
+        return t
 
 
     def made_elsewhere(n):
@@ -645,7 +653,7 @@ def test_calls_that_are_not_tensors_leave_their_definitions_out():
     assert plan is not None and plan.focused
     kept = {line.split("(")[0][4:] for line in plan.text.splitlines() if line.startswith("def ") and "gradfix-focus" not in line}
     assert kept == {"made_by_torch", "shadowed", "built_module", "tensor_method"}
-    assert {f.line for f in check_source(CALLEES)} == {21, 34}  # made_by_torch, built_module
+    assert {f.line for f in check_source(CALLEES)} == {29, 42}  # made_by_torch, built_module
 
 
 def test_far_arguments_are_found():
