@@ -1383,10 +1383,19 @@ def plan(source: str, rules: Sequence[Rule], keep_silenced: bool = False, focus:
     if not planner.candidates:
         return None
     whole = Plan(source, source, len(planner.candidates), units, units, lines)
-    chosen = whole if not focus or planner.has_global() else _focused(planner, whole) or whole
+    chosen = whole if not focus else _focused(planner, whole) or whole
+    if chosen is not whole and planner.has_global() and _mentions_any(chosen.text, planner.global_names()):
+        # A function rebinds a module-level name the kept code reads: the bindings the analyses
+        # follow are not all at module level, where the focusing looks for them.
+        chosen = whole
     if len(chosen.text) > PIECE_CHARS:
         chosen.piece_starts = piece_starts(tree.body, chosen.text)
     return chosen
+
+
+def _mentions_any(text: str, names: set[str]) -> bool:
+    """Does ``text`` hold one of ``names`` as a word (in code, strings or comments alike)?"""
+    return bool(names) and re.search(r"(?<![\w])(?:" + "|".join(map(re.escape, sorted(names))) + r")(?![\w])", text) is not None
 
 
 #: libcst's parser holds about 500 bytes per character of its input while it runs: a long

@@ -694,6 +694,38 @@ def test_a_traced_value_keeps_only_definitions_that_switch_requires_grad():
     assert check_source(SWITCHED) == check_source(SWITCHED, focus=False) != []
 
 
+GLOBAL_ELSEWHERE = src("""
+    import torch
+
+    _cache = {}
+
+
+    def reset():
+        global _cache
+        _cache = {}
+
+
+    def helper(x):
+        return x * 2
+
+
+    def step(x):
+        y = torch.sigmoid(x)
+        y.mul_(2)
+        return y
+""")
+
+
+def test_a_global_statement_the_kept_code_does_not_read_keeps_the_focus():
+    plan = planned(GLOBAL_ELSEWHERE)
+    assert plan is not None and plan.focused  # `reset` and `helper` left out: nothing kept reads `_cache`
+    assert "def reset(): pass" in plan.text and "def step(x):" in plan.text
+    assert_same(GLOBAL_ELSEWHERE)
+    reads = GLOBAL_ELSEWHERE.replace("    y.mul_(2)\n", "    y.mul_(len(_cache))\n")
+    assert not planned(reads).focused  # the kept code reads a name a function rebinds
+    assert_same(reads)
+
+
 def test_global_statement_analyses_the_whole_file():
     plan = planned(GLOBAL_STATEMENT)
     assert plan is not None and not plan.focused
