@@ -1242,6 +1242,17 @@ class _Planner:
     def has_global(self) -> bool:
         return bool(self.global_names())
 
+    def global_owners(self) -> dict[str, set[int]]:
+        """Each name some ``global`` statement declares -> the top-level statements that hold one."""
+        index = {id(statement): number for number, statement in enumerate(self.tree.body)}
+        owners: dict[str, set[int]] = {}
+        for line in sorted(self.hit_lines(GLOBAL_STATEMENT)):
+            for path in self.paths_at(line):
+                if isinstance(path[-1], ast.Global):
+                    for name in path[-1].names:
+                        owners.setdefault(name, set()).add(index[id(path[0])])
+        return owners
+
     def names(self) -> "_Names":
         if self._names is None:
             self._names = _Names(self.tree)
@@ -1384,18 +1395,23 @@ def plan(source: str, rules: Sequence[Rule], keep_silenced: bool = False, focus:
         return None
     whole = Plan(source, source, len(planner.candidates), units, units, lines)
     chosen = whole if not focus else _focused(planner, whole) or whole
-    if chosen is not whole and planner.has_global() and _mentions_any(chosen.text, planner.global_names()):
-        # A function rebinds a module-level name the kept code reads: the bindings the analyses
-        # follow are not all at module level, where the focusing looks for them.
+    if chosen is not whole and planner.has_global() and not _declarations_kept(chosen.text, source, planner.global_names()):
         chosen = whole
     if len(chosen.text) > PIECE_CHARS:
         chosen.piece_starts = piece_starts(tree.body, chosen.text)
     return chosen
 
 
-def _mentions_any(text: str, names: set[str]) -> bool:
-    """Does ``text`` hold one of ``names`` as a word (in code, strings or comments alike)?"""
-    return bool(names) and re.search(r"(?<![\w])(?:" + "|".join(map(re.escape, sorted(names))) + r")(?![\w])", text) is not None
+def _declarations_kept(text: str, source: str, names: set[str]) -> bool:
+    """Where ``text`` (the focused text) mentions a name a ``global`` statement declares, does it
+    keep every such statement of ``source``? (A function left out would hide a binding.)"""
+    for name in names:
+        if re.search(_word(name), text) is None:
+            continue
+        declaration = re.compile(r"(?<![\w.])global[ \t]+[^\n#]*" + _word(name))
+        if len(declaration.findall(text)) != len(declaration.findall(source)):
+            return False
+    return True
 
 
 #: libcst's parser holds about 500 bytes per character of its input while it runs: a long
@@ -1514,6 +1530,24 @@ def _focused(planner: _Planner, whole: Plan) -> Optional[Plan]:
     fresh = bool(planner.codes & {"GF103", "GF104"}) and any(c.code in ("GF103", "GF104") for _, c in planner.candidates)
     if fresh:
         kept.update(i for i in definitions if i not in kept and FRESH_NAME_PATTERN.search(unit_text(i)))
+    declared = planner.global_owners()
+    if declared:
+        # A function that declares a name global binds it at module level: where kept code reads
+        # the name, keep that function whole, so that libcst sees every binding. A name a site
+        # traces is followed through bindings the focusing looks for at module level only.
+        if set(declared) & (full_names | switch_names):
+            return None
+        pending_names = dict(declared)
+        grew = True
+        while grew:
+            grew = False
+            for name, owners in list(pending_names.items()):
+                pattern = re.compile(_word(name))
+                if any(mentions(i, pattern) for i in kept):
+                    kept.update(owners)
+                    planner.whole_classes.update(i for i in owners if isinstance(body[i], ast.ClassDef))
+                    del pending_names[name]
+                    grew = True
     left_out: list[ast.stmt] = [body[i] for i in definitions if i not in kept]
     for index in sorted(kept):
         if isinstance(body[index], ast.ClassDef) and index not in planner.whole_classes:

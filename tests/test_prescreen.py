@@ -697,8 +697,6 @@ def test_a_traced_value_keeps_only_definitions_that_switch_requires_grad():
 GLOBAL_ELSEWHERE = src("""
     import torch
 
-    _cache = {}
-
 
     def reset():
         global _cache
@@ -716,13 +714,14 @@ GLOBAL_ELSEWHERE = src("""
 """)
 
 
-def test_a_global_statement_the_kept_code_does_not_read_keeps_the_focus():
+def test_a_global_statement_keeps_the_focus_and_the_functions_that_rebind_what_is_read():
     plan = planned(GLOBAL_ELSEWHERE)
     assert plan is not None and plan.focused  # `reset` and `helper` left out: nothing kept reads `_cache`
     assert "def reset(): pass" in plan.text and "def step(x):" in plan.text
     assert_same(GLOBAL_ELSEWHERE)
     reads = GLOBAL_ELSEWHERE.replace("    y.mul_(2)\n", "    y.mul_(len(_cache))\n")
-    assert not planned(reads).focused  # the kept code reads a name a function rebinds
+    plan = planned(reads)  # the kept code reads a name `reset` rebinds: `reset` is kept, `helper` is not
+    assert plan.focused and "    global _cache\n" in plan.text and "def helper(): pass" in plan.text
     assert_same(reads)
 
 
