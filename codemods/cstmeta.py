@@ -291,7 +291,7 @@ def parents_and_stores(module: cst.Module) -> tuple[dict[int, CSTNode], dict[CST
     targets: list[CSTNode] = []
     stack: list[CSTNode] = [module]
     store_fields, fields, node_types = _STORE_FIELDS, _FIELDS, _NODE_TYPES
-    while stack:  # _children inlined: this loop runs once per node of every file
+    while stack:  # _children inlined, with the parent kept: this loop runs once per node of every file
         node = stack.pop()
         kind = type(node)
         store_field = store_fields.get(kind)
@@ -302,23 +302,13 @@ def parents_and_stores(module: cst.Module) -> tuple[dict[int, CSTNode], dict[CST
             names = fields[kind] = tuple(f.name for f in dataclasses.fields(node))
         for name in names:
             value = getattr(node, name)
-            value_kind = type(value)
-            if value_kind is tuple or value_kind is list:
-                for item in value:
-                    item_kind = type(item)
-                    is_node = node_types.get(item_kind)
-                    if is_node is None:
-                        is_node = _is_node(item_kind)
-                    if is_node:
-                        parents[id(item)] = node
-                        stack.append(item)
-            else:
-                is_node = node_types.get(value_kind)
+            for item in value if type(value) is tuple or type(value) is list else (value,):
+                is_node = node_types.get(type(item))
                 if is_node is None:
-                    is_node = _is_node(value_kind)
+                    is_node = _is_node(type(item))
                 if is_node:
-                    parents[id(value)] = node
-                    stack.append(value)
+                    parents[id(item)] = node
+                    stack.append(item)
     stores: dict[CSTNode, ExpressionContext] = {}
     store = ExpressionContext.STORE
     while targets:
