@@ -19,7 +19,6 @@ from typing import Any, Optional
 
 import pytest
 from lsprotocol import types
-from pygls.exceptions import JsonRpcException
 from pygls.protocol import default_converter
 from pytest_lsp.client import DEFAULT_CLIENT_FEATURES, LanguageClient, register_lsp_features
 

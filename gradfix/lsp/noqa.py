@@ -9,7 +9,6 @@ NEWLINE, NL or COMMENT token. An existing ``# noqa: X`` is extended
 
 from __future__ import annotations
 
-import io
 import tokenize
 from dataclasses import dataclass
 from typing import Iterable, Optional
