@@ -1491,6 +1491,12 @@ def _focused(planner: _Planner, whole: Plan) -> Optional[Plan]:
     switch_names: set[str] = set()  # followed to `name.requires_grad` uses only
     queue = [(index, SITE if isinstance(body[index], _DEFINITIONS) else MODULE) for index in sorted(sites)]
     seen: set[tuple[int, str]] = set()
+    declared = planner.global_owners()
+
+    def keep_whole(index: int) -> None:
+        kept.add(index)
+        if isinstance(body[index], ast.ClassDef):
+            planner.whole_classes.add(index)  # the method that declares it is not left out
     while queue:
         index, mode = queue.pop()
         if (index, mode) in seen:
@@ -1521,6 +1527,11 @@ def _focused(planner: _Planner, whole: Plan) -> Optional[Plan]:
                 for i in bindings:
                     if not isinstance(body[i], _DEFINITIONS):
                         pending |= {(n, True) for n in traced_from(i)}
+            for owner in declared.get(name, ()):
+                # A function that declares the name global binds it too, outside the module-level
+                # bindings the window starts from: keep it, and follow every name it mentions.
+                keep_whole(owner)
+                pending |= {(n, True) for n in traced_from(owner)}
             pattern = re.compile(_word(name) if full else _word(name) + _GAP + r"\." + _GAP + "requires_grad")
             for other in window:
                 if other not in kept and isinstance(body[other], _DEFINITIONS) and mentions(other, pattern):
@@ -1530,13 +1541,9 @@ def _focused(planner: _Planner, whole: Plan) -> Optional[Plan]:
     fresh = bool(planner.codes & {"GF103", "GF104"}) and any(c.code in ("GF103", "GF104") for _, c in planner.candidates)
     if fresh:
         kept.update(i for i in definitions if i not in kept and FRESH_NAME_PATTERN.search(unit_text(i)))
-    declared = planner.global_owners()
     if declared:
         # A function that declares a name global binds it at module level: where kept code reads
-        # the name, keep that function whole, so that libcst sees every binding. A name a site
-        # traces is followed through bindings the focusing looks for at module level only.
-        if set(declared) & (full_names | switch_names):
-            return None
+        # the name, keep that function whole, so that libcst sees every binding.
         pending_names = dict(declared)
         grew = True
         while grew:
@@ -1544,8 +1551,8 @@ def _focused(planner: _Planner, whole: Plan) -> Optional[Plan]:
             for name, owners in list(pending_names.items()):
                 pattern = re.compile(_word(name))
                 if any(mentions(i, pattern) for i in kept):
-                    kept.update(owners)
-                    planner.whole_classes.update(i for i in owners if isinstance(body[i], ast.ClassDef))
+                    for owner in owners:
+                        keep_whole(owner)
                     del pending_names[name]
                     grew = True
     left_out: list[ast.stmt] = [body[i] for i in definitions if i not in kept]

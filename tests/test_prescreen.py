@@ -725,9 +725,12 @@ def test_a_global_statement_keeps_the_focus_and_the_functions_that_rebind_what_i
     assert_same(reads)
 
 
-def test_global_statement_analyses_the_whole_file():
+def test_a_traced_name_declared_global_keeps_the_function_that_rebinds_it():
+    """`g` writes into `state`, which `setup` rebinds: `setup` is analysed too, `unrelated` is not."""
     plan = planned(GLOBAL_STATEMENT)
-    assert plan is not None and not plan.focused
+    assert plan is not None and plan.focused
+    assert "    global state\n    state = torch.sigmoid" in plan.text and "def unrelated(): pass" in plan.text
+    assert_same(GLOBAL_STATEMENT)
 
 
 def test_fresh_name_sees_names_in_left_out_definitions():
