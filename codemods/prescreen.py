@@ -440,6 +440,33 @@ class _Binding:
         self.how, self.value, self.extra = how, value, extra
 
 
+# Nodes that bind no name themselves (their children may): _Scope only walks through them.
+_BINDS_NOTHING = frozenset({
+    ast.Expr, ast.Return, ast.If, ast.While, ast.Try, ast.Raise, ast.Assert, ast.Delete, ast.Pass, ast.Break,
+    ast.Continue, ast.Call, ast.Attribute, ast.Subscript, ast.Name, ast.Constant, ast.BinOp, ast.UnaryOp,
+    ast.BoolOp, ast.Compare, ast.IfExp, ast.Tuple, ast.List, ast.Dict, ast.Set, ast.Starred, ast.Slice,
+    ast.JoinedStr, ast.FormattedValue, ast.keyword, ast.Await, ast.Yield, ast.YieldFrom,
+})
+# Fields that never hold a node that binds: expression contexts and operators.
+_NO_BINDING_FIELDS = frozenset({"ctx", "op", "ops"})
+_CHILD_FIELDS: dict[type, tuple[str, ...]] = {}
+
+
+def _children(node: ast.AST) -> list[ast.AST]:
+    """ast.iter_child_nodes without expression contexts and operators, as a list."""
+    fields = _CHILD_FIELDS.get(type(node))
+    if fields is None:
+        fields = _CHILD_FIELDS[type(node)] = tuple(f for f in node._fields if f not in _NO_BINDING_FIELDS)
+    found: list[ast.AST] = []
+    for field in fields:
+        value = getattr(node, field, None)
+        if isinstance(value, ast.AST):
+            found.append(value)
+        elif type(value) is list:
+            found.extend(item for item in value if isinstance(item, ast.AST))
+    return found
+
+
 class _Scope:
     """The bindings of one function or class body, by name (libcst's scope for a local name)."""
 
@@ -453,6 +480,9 @@ class _Scope:
         stack: list[ast.AST] = list(owner.body)  # type: ignore[attr-defined]
         while stack:
             node = stack.pop()
+            if type(node) in _BINDS_NOTHING:
+                stack.extend(_children(node))
+                continue
             if isinstance(node, _DEFINITIONS):
                 self._add(node.name, _Binding("other"))
                 # decorators, defaults and bases run in this scope; a walrus there binds here
@@ -504,7 +534,7 @@ class _Scope:
                 # the loop variables are the comprehension's own; a walrus inside binds here
                 stack.extend(n for n in ast.walk(node) if isinstance(n, ast.NamedExpr))
                 continue
-            stack.extend(ast.iter_child_nodes(node))
+            stack.extend(_children(node))
 
     def _add(self, name: str, binding: _Binding) -> None:
         self.names.setdefault(name, []).append(binding)
