@@ -1091,7 +1091,7 @@ class _Planner:
                                       | (_out_function_names() if "GF106" in self.codes else frozenset()))
         self.syntax = _Syntax(self.codes, self.aliases)
         self.scopes: dict[int, _Kinds] = {}
-        self._global_names: Optional[set[str]] = None
+        self._global_owners: Optional[dict[str, set[int]]] = None
         self._names: Optional[_Names] = None
         self._imports: Optional[_Imports] = None
         self.imported: Optional[frozenset[str]] = None
@@ -1261,27 +1261,22 @@ class _Planner:
 
     def global_names(self) -> set[str]:
         """Names some ``global`` statement declares (functions bind them at module level)."""
-        if self._global_names is None:
-            self._global_names = {
-                name
-                for line in sorted(self.hit_lines(GLOBAL_STATEMENT)) for path in self.paths_at(line)
-                if isinstance(path[-1], ast.Global) for name in path[-1].names
-            }
-        return self._global_names
+        return set(self.global_owners())
 
     def has_global(self) -> bool:
-        return bool(self.global_names())
+        return bool(self.global_owners())
 
     def global_owners(self) -> dict[str, set[int]]:
         """Each name some ``global`` statement declares -> the top-level statements that hold one."""
-        index = {id(statement): number for number, statement in enumerate(self.tree.body)}
-        owners: dict[str, set[int]] = {}
-        for line in sorted(self.hit_lines(GLOBAL_STATEMENT)):
-            for path in self.paths_at(line):
-                if isinstance(path[-1], ast.Global):
-                    for name in path[-1].names:
-                        owners.setdefault(name, set()).add(index[id(path[0])])
-        return owners
+        if self._global_owners is None:
+            index = {id(statement): number for number, statement in enumerate(self.tree.body)}
+            self._global_owners = {}
+            for line in sorted(self.hit_lines(GLOBAL_STATEMENT)):
+                for path in self.paths_at(line):
+                    if isinstance(path[-1], ast.Global):
+                        for name in path[-1].names:
+                            self._global_owners.setdefault(name, set()).add(index[id(path[0])])
+        return self._global_owners
 
     def names(self) -> "_Names":
         if self._names is None:
