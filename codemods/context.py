@@ -39,10 +39,11 @@ class RuleContext:
         self.module = module
         # libcst's positions, scopes and parents, computed as cstmeta explains; qualified names
         # are asked of the node's scope when a rule wants them, as libcst's lazy values do.
-        self._parents, stores = cstmeta.parents_and_stores(module)
-        self._spans = cstmeta.Positions(module, self._parents)
+        facts = cstmeta.module_facts(module)
+        self._parents = facts.parents
+        self._spans = cstmeta.Positions(module, facts)
         self._ranges: dict[cst.CSTNode, CodeRange] = {}
-        self._scopes = cstmeta.scopes(module, stores)
+        self._scopes = cstmeta.scopes(module, facts.stores)
         self._qualified: dict[cst.CSTNode, object] = {}
         self._module_attributes: dict[int, dict[str, cst.Call]] = {}
         self._torch_name: Optional[str] = None

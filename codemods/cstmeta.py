@@ -31,12 +31,11 @@ import textwrap
 import threading
 import types
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator, Optional, Sequence
+from typing import Any, Callable, Iterator, NamedTuple, Optional, Sequence
 
 import libcst as cst
 from libcst._nodes.base import CSTNode
 from libcst._typed_visitor import CSTTypedVisitorFunctions
-from libcst._nodes.internal import CodegenState
 from libcst.metadata import CodePosition, CodeRange, ExpressionContext, ExpressionContextProvider, ScopeProvider
 from libcst.metadata.position_provider import NEWLINE_RE, PositionProvidingCodegenState
 from libcst.metadata.scope_provider import _ASSIGNMENT_LIKE_NODES, ScopeVisitor
@@ -245,6 +244,7 @@ def read_only_visits() -> Iterator[None]:
 # -- parents and stored names: one walk over the fields ------------------------------------------
 
 _FIELDS: dict[type, tuple[str, ...]] = {}
+_WALK_FIELDS: dict[type, tuple[str, ...]] = {}
 
 # Where a name is stored to, as ExpressionContextProvider reads it: the fields that hold targets.
 _STORE_FIELDS: dict[type, str] = {
@@ -282,27 +282,85 @@ def _children(node: CSTNode) -> Iterator[CSTNode]:
             yield value
 
 
-def parents_and_stores(module: cst.Module) -> tuple[dict[int, CSTNode], dict[CSTNode, ExpressionContext]]:
-    """``id(child)`` -> parent for every node (as ParentNodeProvider gives, keyed by id: a node's
-    own ``__hash__`` is a Python call), and every Name that is stored to, with
-    ``ExpressionContext.STORE`` (what ScopeProvider reads of ExpressionContextProvider:
-    every other name is read as an access)."""
+# The nodes whose code holds line breaks: a Newline is one; in these, their ``value`` may hold some
+# (a string, a backslash continuation in whitespace).
+_LINE_BREAK_VALUES: dict[type, bool] = {
+    cst.Newline: False, cst.SimpleWhitespace: True, cst.SimpleString: True, cst.FormattedStringText: True,
+}
+if hasattr(cst, "TemplatedStringText"):  # libcst 1.9: t-strings
+    _LINE_BREAK_VALUES[cst.TemplatedStringText] = True
+# Nodes the walk must take in source order: those between the module and a unit (see Positions).
+_SOURCE_ORDER = {cst.Module: ("header", "body", "footer"), cst.IndentedBlock: ("header", "body", "footer")}
+
+
+class ModuleFacts(NamedTuple):
+    """What one walk over a module's fields gives (:func:`module_facts`)."""
+
+    parents: dict[int, CSTNode]  # id(child) -> parent, as ParentNodeProvider gives
+    stores: dict[CSTNode, ExpressionContext]  # every Name stored to: ExpressionContext.STORE
+    unit_starts: dict[int, tuple[int, tuple[str, ...]]]  # id(unit) -> (line, indentation): see Positions
+
+
+def _walk_order(kind: type) -> tuple[str, ...]:
+    """A node type's fields, in the reverse of the order the walk takes them in (it pops a stack)."""
+    names = [f.name for f in dataclasses.fields(kind)]
+    order = _SOURCE_ORDER.get(kind)
+    if order is None and kind is cst.ClassDef:
+        order = tuple(field for field, _ in _field_order(cst.ClassDef._visit_and_replace_children) or ())
+        if "body" not in order:  # pragma: no cover - a libcst release that visits a class otherwise
+            raise RuntimeError("libcst's ClassDef no longer visits its body: cstmeta needs updating")
+    if order:
+        names = list(order) + [name for name in names if name not in order]
+    return tuple(reversed(names))
+
+
+def module_facts(module: cst.Module) -> ModuleFacts:
+    """Parents of every node (keyed by ``id``: a node's own ``__hash__`` is a Python call), every
+    Name stored to (what ScopeProvider reads of ExpressionContextProvider: every other name is
+    read as an access), and where each unit of :class:`Positions` starts, from one walk.
+
+    The walk takes the module, class and block fields in source order, so it reaches a unit
+    after every line break of the code before it; inside a unit, order does not matter.
+    """
     parents: dict[int, CSTNode] = {}
     targets: list[CSTNode] = []
+    unit_starts: dict[int, tuple[int, tuple[str, ...]]] = {}
+    unit_indents: dict[int, tuple[str, ...]] = {id(statement): () for statement in module.body}
+    default_indent = module.default_indent
+    line = 1
     stack: list[CSTNode] = [module]
-    store_fields, fields, node_types = _STORE_FIELDS, _FIELDS, _NODE_TYPES
+    store_fields, fields, node_types, line_breaks = _STORE_FIELDS, _WALK_FIELDS, _NODE_TYPES, _LINE_BREAK_VALUES
     while stack:  # _children inlined, with the parent kept: this loop runs once per node of every file
         node = stack.pop()
         kind = type(node)
-        store_field = store_fields.get(kind)
-        if store_field is not None:
-            targets.append(getattr(node, store_field))
+        in_value = line_breaks.get(kind)
+        if in_value is not None:
+            if not in_value:
+                line += 1
+            else:
+                value = node.value  # type: ignore[attr-defined]
+                if "\n" in value or "\r" in value:
+                    line += len(NEWLINE_RE.split(value)) - 1
+        else:
+            store_field = store_fields.get(kind)
+            if store_field is not None:
+                targets.append(getattr(node, store_field))
+            if unit_indents and id(node) in unit_indents:
+                indent = unit_indents.pop(id(node))
+                body = node.body if kind is cst.ClassDef else None  # type: ignore[attr-defined]
+                if type(body) is cst.IndentedBlock:  # its statements are the units, not the class
+                    inner = (*indent, default_indent if body.indent is None else body.indent)
+                    unit_indents.update((id(statement), inner) for statement in body.body)
+                else:
+                    unit_starts[id(node)] = (line, indent)
+            elif kind is cst.IndentedBlock and not node.body:  # type: ignore[attr-defined]
+                line += 1  # code generation writes `pass` and a line break (a parse never gives one)
         names = fields.get(kind)
         if names is None:
-            names = fields[kind] = tuple(f.name for f in dataclasses.fields(node))
+            names = fields[kind] = _walk_order(kind)
         for name in names:
             value = getattr(node, name)
-            for item in value if type(value) is tuple or type(value) is list else (value,):
+            for item in reversed(value) if type(value) is tuple or type(value) is list else (value,):
                 is_node = node_types.get(type(item))
                 if is_node is None:
                     is_node = _is_node(type(item))
@@ -317,7 +375,7 @@ def parents_and_stores(module: cst.Module) -> tuple[dict[int, CSTNode], dict[CST
             stores[node] = store
         elif not isinstance(node, _LOADED_INSIDE):  # tuples, lists, starred, their elements, parentheses
             targets.extend(_children(node))
-    return parents, stores
+    return ModuleFacts(parents, stores, unit_starts)
 
 
 # -- scopes: libcst's ScopeVisitor, run once ------------------------------------------------------
@@ -348,7 +406,7 @@ class _ScopeVisitor(ScopeVisitor):
 def scopes(module: cst.Module, stores: dict[CSTNode, ExpressionContext]) -> dict[CSTNode, Any]:
     """ScopeProvider's metadata (node -> Scope), from one ScopeVisitor traversal.
 
-    ``stores``: from :func:`parents_and_stores`, in place of ExpressionContextProvider.
+    ``stores``: from :func:`module_facts`, in place of ExpressionContextProvider.
     """
     provider = ScopeProvider()
     provider.metadata = {ExpressionContextProvider: stores}
@@ -433,45 +491,22 @@ def positions(module: cst.Module) -> dict[int, Span]:
     return state.spans
 
 
-@dataclasses.dataclass
-class _StartsState(CodegenState):
-    """Code generation that only counts lines, noting where each unit starts."""
-
-    units: frozenset[int] = frozenset()  # ids of the unit statements
-    starts: dict[int, tuple[int, tuple[str, ...]]] = dataclasses.field(default_factory=dict)
-    line: int = 1
-
-    def add_indent_tokens(self) -> None:  # indentation holds no line break
-        pass
-
-    def add_token(self, value: str) -> None:
-        if "\n" in value or "\r" in value:
-            self.line += len(NEWLINE_RE.split(value)) - 1
-
-    def pop_trailing_newline(self) -> None:  # the end of the module: nothing starts after it
-        pass
-
-    def before_codegen(self, node: CSTNode) -> None:
-        if id(node) in self.units:  # a statement starts in column 0, after the line before it ended
-            self.starts[id(node)] = (self.line, tuple(self.indent_tokens))
-
-
 class Positions:
     """PositionProvider's ranges (as spans, by node), computed for one unit at a time when asked.
 
     The units are the top-level statements and, in classes, the statements of the class
     body: a rule asks about a few of them, and recording every node's position costs a
-    third of the metadata. One code generation that only counts lines finds where each
-    unit starts; a unit's own code generation, from there and with its indentation, gives
+    third of the metadata. The walk of :func:`module_facts` counts the line breaks before
+    each unit; a unit's own code generation, from there and with its indentation, gives
     its nodes the positions the whole module's gives them. A node outside every unit (a
     class's header, the module) has every position computed at once.
     """
 
-    def __init__(self, module: cst.Module, parents: dict[int, CSTNode]) -> None:
+    def __init__(self, module: cst.Module, facts: ModuleFacts) -> None:
         self.module = module
-        self.parents = parents
+        self.parents = facts.parents
+        self.starts = facts.unit_starts
         self.spans: dict[int, Span] = {}
-        self._starts: Optional[dict[int, tuple[int, tuple[str, ...]]]] = None
         self._everything = False
 
     def __getitem__(self, node: CSTNode) -> Span:
@@ -481,26 +516,8 @@ class Positions:
             span = self.spans[id(node)]
         return span
 
-    def _units(self) -> dict[int, tuple[int, tuple[str, ...]]]:
-        if self._starts is None:
-            units: set[int] = set()
-            pending: list[Sequence[CSTNode]] = [self.module.body]
-            while pending:
-                for statement in pending.pop():
-                    body = statement.body if isinstance(statement, cst.ClassDef) else None
-                    if isinstance(body, cst.IndentedBlock):
-                        pending.append(body.body)  # its statements are units; the class is not
-                    else:
-                        units.add(id(statement))
-            module = self.module
-            state = _StartsState(default_indent=module.default_indent, default_newline=module.default_newline,
-                                 units=frozenset(units))
-            module._codegen(state)
-            self._starts = state.starts
-        return self._starts
-
     def _record_around(self, node: CSTNode) -> None:
-        starts = self._units()
+        starts = self.starts
         current: Optional[CSTNode] = node
         while current is not None and id(current) not in starts:
             current = self.parents.get(id(current))

@@ -71,7 +71,26 @@ def sources() -> list[tuple[str, str]]:
 
 
 SOURCES = sources()
-CRLF = [("crlf", STORES.replace("\n", "\r\n")), ("backslash", "x = 1 + \\\n    2\ny = '''a\nb''' + \"c\"\n")]
+# Line breaks inside tokens and between units: where Positions' units start (module_facts counts them).
+UNITS = (
+    "# header\n\n"
+    'x = f"""a\n{b}\nc""" + \\\n  \'\'\'d\ne\'\'\'\n'
+    "class A(B, \\\n        C):  # after the colon\n"
+    "\t# first\n\n"
+    "\tz = (1,\n\t     2)\n"
+    "\tclass Inner:\n"
+    '\t  """doc\n\n\t  string"""\n'
+    "\t  @deco  # why\n\n"
+    "\t  def m(self): return f'{self!r:>{3}}'\n"
+    "\t    # a comment deeper than the block\n"
+    "\t# between\n"
+    "\tclass Short: pass\n"
+    "\tdef after(self):\n\t\treturn 1\n"
+    "  # indented comment after the class\n"
+    "def f():\n    class Local:\n        y = 2\n    return Local\n"
+)
+CRLF = [("crlf", STORES.replace("\n", "\r\n")), ("backslash", "x = 1 + \\\n    2\ny = '''a\nb''' + \"c\"\n"),
+        ("units", UNITS), ("units-crlf", UNITS.replace("\n", "\r\n"))]
 
 
 @pytest.mark.parametrize("name,source", SOURCES + CRLF, ids=[n for n, _ in SOURCES + CRLF])
@@ -85,7 +104,7 @@ def test_metadata_equals_libcsts(name, source):
     assert spans.keys() == {id(node) for node in want}
     assert all(cstmeta.code_range(spans[id(node)]) == want[node] for node in want)
 
-    parents, stores = cstmeta.parents_and_stores(module)
+    parents, stores, _ = cstmeta.module_facts(module)
     assert parents == {id(child): parent for child, parent in expected[ParentNodeProvider].items()}
     stored = {n for n, c in expected[ExpressionContextProvider].items()
               if c is ExpressionContext.STORE and isinstance(n, cst.Name)}
@@ -249,7 +268,8 @@ def test_positions_a_unit_at_a_time_equal_libcsts(name, source):
 
     module = cst.parse_module(source)
     want = cst.MetadataWrapper(module, unsafe_skip_copy=True).resolve(PositionProvider)
-    parents, _ = cstmeta.parents_and_stores(module)
+    facts = cstmeta.module_facts(module)
+    parents = facts.parents
 
     def in_a_statement(node) -> bool:  # a method, a function or a simple statement: within a unit
         while node is not None:
@@ -260,7 +280,7 @@ def test_positions_a_unit_at_a_time_equal_libcsts(name, source):
 
     nodes = [n for n in want if in_a_statement(n)]
     random.Random(len(source)).shuffle(nodes)
-    lazy = cstmeta.Positions(module, parents)
+    lazy = cstmeta.Positions(module, facts)
     for node in nodes[:300]:  # a unit at a time, in no particular order
         assert cstmeta.code_range(lazy[node]) == want[node], (name, type(node).__name__)
     assert not lazy._everything
