@@ -44,6 +44,7 @@ from .grad_context import AUTOGRAD_FUNCTION_METHODS, INITIALIZER_NAME, OPTIMIZER
 from .inplace_signatures import FUNCTIONAL, INPLACE_MODULES
 from .optable import INPLACE_FUNCTIONS, INPLACE_METHODS, INPLACE_OPERATORS, TENSOR_METHODS
 from .tensors import (
+    NON_TENSOR_ANNOTATIONS,
     NON_TENSOR_ATTRIBUTES,
     NON_TENSOR_BUILTINS,
     NON_TENSOR_METHODS,
@@ -307,11 +308,18 @@ class _Syntax:
         if isinstance(target, ast.Subscript):
             if kinds is None:
                 return True
-            written = _subscript_root(target)
-            return kinds.may_be_tensor(written if written is not None else target.value) or kinds.may_be_tensor(node.value)
+            root = _subscript_root(target)
+            written = root if root is not None else target.value
+            if kinds.surely_number(written):
+                return False
+            return kinds.may_be_tensor(written) or kinds.may_be_tensor(node.value)
         if not _is_assignable(target):
             return False
-        return kinds is None or kinds.may_be_tensor(target) or not kinds.surely_number(node.value)
+        if kinds is None:
+            return True
+        if kinds.surely_number(target):
+            return False
+        return kinds.may_be_tensor(target) or not kinds.surely_number(node.value)
 
     @staticmethod
     def _index_write_may_be_tensor(node: ast.Assign, target: ast.Subscript, kinds: Optional["_Kinds"]) -> bool:
@@ -319,7 +327,10 @@ class _Syntax:
         if kinds is None:
             return True
         root = _subscript_root(target)
-        if kinds.may_be_tensor(root if root is not None else target.value):
+        written = root if root is not None else target.value
+        if kinds.surely_number(written):
+            return False
+        if kinds.may_be_tensor(written):
             return True
         index = target.slice
         elements = index.elts if isinstance(index, ast.Tuple) else [index]
@@ -634,13 +645,15 @@ class _Kinds:
     """Tensor-ness of expressions in one scope, as far as the ast can tell without libcst."""
 
     def __init__(self, scope: _Scope, aliases: dict[str, set[str]], imported: frozenset[str],
-                 imports: Optional["_Imports"] = None) -> None:
+                 imports: Optional["_Imports"] = None, parent: Optional["_Kinds"] = None) -> None:
         self.scope = scope
+        self.parent = parent  # where the names this scope does not bind are bound (None: nowhere known)
         self.aliases = aliases
         self.imported = imported  # every word of every import statement: names whose meaning is an import
         # the module's imports, when this is the scope of a top-level function or method (None: not used)
         self.imports = imports
         self._visiting: set[str] = set()
+        self._visiting_numbers: set[str] = set()
 
     def may_be_tensor(self, expr: Optional[ast.AST], depth: int = 0) -> bool:
         if expr is None:
@@ -712,7 +725,7 @@ class _Kinds:
             return False
         bindings = self.scope.names.get(name)
         if bindings is None:
-            return True  # bound in an enclosing scope: not looked at here
+            return self.parent is None or self.parent._name_may_be_tensor(name, depth)
         if name in self._visiting:
             return False  # a cycle (x = x + 1): the other bindings decide, as in TensorInference
         self._visiting.add(name)
@@ -751,6 +764,8 @@ class _Kinds:
             return expr.value is not Ellipsis
         if isinstance(expr, _NOT_TENSOR_NODES):
             return True
+        if isinstance(expr, ast.Name):
+            return self._name_surely_number(expr.id, depth)
         if isinstance(expr, ast.UnaryOp):
             return isinstance(expr.op, ast.Not) or self.surely_number(expr.operand, depth + 1)
         if isinstance(expr, ast.BinOp):
@@ -772,6 +787,33 @@ class _Kinds:
                 return not (isinstance(root, ast.Name) and root.id in self.imported)
         return False
 
+    def _name_surely_number(self, name: str, depth: int) -> bool:
+        """Every binding of ``name`` is surely no tensor (TensorInference joins them: NOT_TENSOR)."""
+        bindings = self.scope.names.get(name)
+        if bindings is None:
+            return self.parent is not None and self.parent._name_surely_number(name, depth)
+        if name in self._visiting_numbers:
+            return False  # a cycle: TensorInference may answer UNKNOWN there
+        self._visiting_numbers.add(name)
+        try:
+            return all(self._binding_surely_number(b, depth + 1) for b in bindings)
+        finally:
+            self._visiting_numbers.discard(name)
+
+    def _binding_surely_number(self, binding: _Binding, depth: int) -> bool:
+        how = binding.how
+        if how in ("assign", "value"):
+            return binding.value is not None and self.surely_number(binding.value, depth)
+        if how == "for":
+            iterable = binding.value
+            return isinstance(iterable, ast.Call) and isinstance(iterable.func, ast.Name) and iterable.func.id == "range"
+        if how == "annotated":
+            annotated = _annotation_kind(binding.extra)  # type: ignore[arg-type]
+            if annotated == "unknown":
+                return binding.value is not None and self.surely_number(binding.value, depth)
+            return annotated == "not-tensor"
+        return False  # parameters, unpacking, imports, definitions...: not surely
+
     def may_be_mask(self, expr: ast.AST, depth: int = 0) -> bool:
         """gf104.is_boolean_mask may answer True."""
         if depth > 4:
@@ -789,11 +831,34 @@ class _Kinds:
         if isinstance(expr, ast.Name):
             bindings = self.scope.names.get(expr.id)
             if bindings is None:
-                return True
+                return self.parent is None or self.parent.may_be_mask(expr, depth)
             if len(bindings) != 1 or bindings[0].how != "assign" or not bindings[0].extra:
                 return False  # gf104._single_binding: one plain assignment, else no mask
             return self.may_be_mask(bindings[0].value, depth + 1)  # type: ignore[arg-type]
         return False
+
+
+def _annotation_kind(annotation: ast.AST) -> str:
+    """TensorInference._annotation_kind: "not-tensor", "unknown", or "maybe-tensor" (which may be either)."""
+    if isinstance(annotation, ast.Name):
+        if annotation.id in TENSOR_ANNOTATIONS:
+            return "maybe-tensor"
+        return "not-tensor" if annotation.id in NON_TENSOR_ANNOTATIONS else "unknown"
+    if isinstance(annotation, ast.Attribute):
+        return "maybe-tensor" if annotation.attr in TENSOR_ANNOTATIONS else "unknown"
+    if isinstance(annotation, ast.Subscript):
+        base = annotation.value
+        base_name = base.attr if isinstance(base, ast.Attribute) else getattr(base, "id", "")
+        if base_name == "Optional":
+            inner = annotation.slice
+            return _annotation_kind(inner) if not isinstance(inner, ast.Tuple) else "maybe-tensor"
+        return "not-tensor" if base_name in NON_TENSOR_ANNOTATIONS else "unknown"
+    if isinstance(annotation, ast.Constant) and isinstance(annotation.value, str):
+        tail = annotation.value.replace("torch.", "").replace("Optional[", "").rstrip("]").split("|")[0].strip()
+        if tail in TENSOR_ANNOTATIONS:
+            return "maybe-tensor"
+        return "not-tensor" if tail in NON_TENSOR_ANNOTATIONS else "unknown"
+    return "maybe-tensor"  # `X | Y` and the rest: not looked at
 
 
 def _mentions_tensor_annotation(annotation: ast.AST) -> bool:
@@ -1206,10 +1271,12 @@ class _Planner:
             self.whole_classes.add(top)  # in the class body or header itself
 
     def _kinds(self, path: list[ast.stmt]) -> Optional[_Kinds]:
-        """Tensor-ness in the function or class body that holds the statement; None at module level."""
-        owner = next((s for s in reversed(path[:-1]) if isinstance(s, _DEFINITIONS)), None)
-        if owner is None:
-            owner = self.tree
+        """Tensor-ness in the function or class body that holds the statement, or in the module."""
+        return self._kinds_in([s for s in path[:-1] if isinstance(s, _DEFINITIONS)])
+
+    def _kinds_in(self, enclosing: list[ast.stmt]) -> _Kinds:
+        """The kinds of the innermost of ``enclosing`` (the module's when it is empty)."""
+        owner = enclosing[-1] if enclosing else self.tree
         kinds = self.scopes.get(id(owner))
         if kinds is None:
             if self.imported is None:
@@ -1219,11 +1286,18 @@ class _Planner:
                 for name in self.global_names():
                     scope.names.setdefault(name, []).append(_Binding(_ANY))  # bound in a function too
             # Callees are resolved through the module's imports where no enclosing function may
-            # bind their names: in a top-level function or class, or a method of a top-level class.
-            enclosing = [s for s in path[:-1] if isinstance(s, _DEFINITIONS)]
-            flat = len(enclosing) == 1 or (len(enclosing) == 2 and isinstance(enclosing[0], ast.ClassDef))
+            # bind their names: at module level, in a top-level function or class, or a method of a
+            # top-level class.
+            flat = len(enclosing) <= 1 or (len(enclosing) == 2 and isinstance(enclosing[0], ast.ClassDef))
+            # A name this scope does not bind is libcst's binding in the nearest enclosing function
+            # (a class body is not seen from its methods), else in the module.
+            outer = enclosing[:-1]
+            while outer and isinstance(outer[-1], ast.ClassDef):
+                outer = outer[:-1]
+            parent = self._kinds_in(outer) if enclosing else None
             kinds = self.scopes[id(owner)] = _Kinds(scope, self.aliases, self.imported,
-                                                    self.imports() if flat and not self.global_names() else None)
+                                                    self.imports() if flat and not self.global_names() else None,
+                                                    parent)
         return kinds
 
     def _silenced(self, candidate: _Candidate, node: ast.AST, path: list[ast.stmt], in_lambda: bool) -> bool:

@@ -8,6 +8,7 @@ and errors must be identical.
 from __future__ import annotations
 
 import os
+import re
 import textwrap
 from pathlib import Path
 
@@ -599,6 +600,65 @@ CALLEES = src("""
         return y
 """)
 
+
+# Names a function does not bind itself: libcst's scope answers with the enclosing function's
+# bindings, else the module's, never a class body's.
+ENCLOSING_NAMES = src("""
+    import torch
+    from typing import Dict
+
+    REGISTRY: Dict[str, int] = {}
+    TABLE = {}
+    COUNT = 0
+    WEIGHT = torch.zeros(3, requires_grad=True)
+    OTHER = compute_somewhere()
+    name = "x"
+    name += "y"
+
+
+    def register(key, value):
+        REGISTRY[key] = value
+        TABLE[key] = value
+
+
+    def bump_module_tensor(x):
+        WEIGHT[0] = x.sum()
+        return WEIGHT
+
+
+    def bump_unknown(x):
+        OTHER[x > 0] = 0
+        return OTHER
+
+
+    def outer(x):
+        seen = {}
+        acc = torch.exp(x)
+        depth = 0
+
+        def inner(k, v):
+            seen[k] = v
+            acc[0] = v
+            return depth
+
+        inner(0, x)
+        return acc
+
+
+    class Holder:
+        cache = torch.zeros(2)
+
+        def method(self, x):
+            cache[0] = x
+            return x
+
+
+    def renamed(x):
+        text = "a"
+        text += name
+        return text + x
+""")
+
 CASES = {
     "callees": CALLEES,
     "switched": SWITCHED,
@@ -616,6 +676,7 @@ CASES = {
     "torch-rebound": TORCH_REBOUND,
     "far-arguments": FAR_ARGUMENTS,
     "attribute-chain": ATTRIBUTE_CHAIN,
+    "enclosing-names": ENCLOSING_NAMES,
 }
 
 
@@ -654,6 +715,18 @@ def test_calls_that_are_not_tensors_leave_their_definitions_out():
     kept = {line.split("(")[0][4:] for line in plan.text.splitlines() if line.startswith("def ") and "gradfix-focus" not in line}
     assert kept == {"made_by_torch", "shadowed", "built_module", "tensor_method"}
     assert {f.line for f in check_source(CALLEES)} == {29, 42}  # made_by_torch, built_module
+
+
+def test_names_bound_in_enclosing_scopes_are_read_there():
+    """A dict the module binds is no tensor; a tensor the module or an enclosing function binds, a
+    value of unknown kind with a mask index, and a class attribute read as a plain name (the
+    class body is not the method's scope) stay candidates."""
+    plan = planned(ENCLOSING_NAMES)
+    assert plan is not None and plan.focused
+    kept = {re.match(r"(?:def|class) (\w+)", line).group(1) for line in plan.text.splitlines()
+            if line.startswith(("def ", "class ")) and "gradfix-focus" not in line}
+    assert kept == {"bump_module_tensor", "bump_unknown", "outer", "Holder"}
+    assert {f.line for f in check_source(ENCLOSING_NAMES)} == {19, 24, 35}
 
 
 def test_far_arguments_are_found():
