@@ -55,6 +55,27 @@ class RuleContext:
         # verdict there is overruled (``fix --from-trace``).
         self.proven_lines: frozenset[int] = frozenset()
 
+    def release(self) -> None:
+        """Break the reference cycles of the scope analysis, and forget the module.
+
+        libcst's scopes, assignments and accesses point at one another, so without this a
+        module's whole tree (millions of objects over a repository) waits for a full run of the
+        garbage collector, which walks all of it. Afterwards reference counting frees it at
+        once. The context cannot be used any more.
+        """
+        scopes: dict[int, Scope] = {}
+        for scope in self._scopes.values():
+            while scope is not None and id(scope) not in scopes:
+                scopes[id(scope)] = scope
+                scope = getattr(scope, "parent", None)
+        for scope in scopes.values():
+            for assignments in getattr(scope, "_assignments", {}).values():
+                for assignment in assignments:
+                    if hasattr(assignment, "__dict__"):
+                        assignment.__dict__.clear()  # its accesses point back at it
+            scope.__dict__.clear()
+        self.__dict__.clear()
+
     # -- metadata ----------------------------------------------------------------
 
     def position(self, node: cst.CSTNode) -> CodeRange:

@@ -269,8 +269,7 @@ def check_source(
     plan = _plan(source, rules, keep_silenced)
     if plan is None:
         return []
-    ctx, raw = _analyze(parse(plan.text, plan.piece_starts), rules, source)
-    return _findings(path, ctx, raw, keep_silenced, level)
+    return _released_findings(path, parse(plan.text, plan.piece_starts), rules, source, keep_silenced, level)
 
 
 def _check_whole(source: str, path: str, rules: Sequence[Rule], keep_silenced: bool, level: Level) -> list[Finding]:
@@ -278,8 +277,17 @@ def _check_whole(source: str, path: str, rules: Sequence[Rule], keep_silenced: b
     if "torch" not in source:
         _syntax_check_only(source)
         return []
-    ctx, raw = _analyze(parse(source), rules, source)
-    return _findings(path, ctx, raw, keep_silenced, level)
+    return _released_findings(path, parse(source), rules, source, keep_silenced, level)
+
+
+def _released_findings(path: str, module: cst.Module, rules: Sequence[Rule], source: str, keep_silenced: bool,
+                       level: Level) -> list[Finding]:
+    """The findings of ``module``, its analysis released (RuleContext.release) once they are made."""
+    ctx, raw = _analyze(module, rules, source)
+    try:
+        return _findings(path, ctx, raw, keep_silenced, level)
+    finally:
+        ctx.release()
 
 
 def _findings(path: str, ctx: Optional[RuleContext], raw: Sequence[_RawReport], keep_silenced: bool, level: Level) -> list[Finding]:
@@ -440,12 +448,14 @@ def fix_source(
     for _ in range(MAX_FIX_PASSES):
         plan = _plan(text, rules, keep_silenced=False) if focus else None
         if focus and plan is None:
+            _release(latest)
             latest = (text, None, [])
             break
         outcome = _fix_pass(text, plan, rules, unsafe_fixes, level, broken, result, path)
         if outcome is None and plan is not None and plan.focused:
             outcome = _fix_pass(text, None, rules, unsafe_fixes, level, broken, result, path)
         assert outcome is not None  # the whole text always maps back
+        _release(latest)
         latest, new_text = (text, outcome.ctx, outcome.raw), outcome.new_text
         if new_text is None:
             if outcome.more:
@@ -460,7 +470,13 @@ def fix_source(
         result.remaining = _findings(path, latest[1], latest[2], False, Level.WARNING)
     else:
         result.remaining = check_source(text, path, select=select, ignore=ignore, level=Level.WARNING, focus=focus)
+    _release(latest)
     return result
+
+
+def _release(analysis: Optional[tuple[str, Optional[RuleContext], list[_RawReport]]]) -> None:
+    if analysis is not None and analysis[1] is not None:
+        analysis[1].release()
 
 
 def fix_lines(

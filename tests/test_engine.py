@@ -647,3 +647,68 @@ def test_fix_lines_on_lines_without_a_construct_changes_nothing():
     assert engine.check_lines(TRACED, []) == []
     with pytest.raises(SourceSyntaxError):
         engine.fix_lines("import torch\ndef f(:\n", [2])
+
+
+RELEASE_SOURCE = """
+import torch
+
+def f(a, w):
+    h = torch.sigmoid(a)
+    h += w
+    for i in range(3):
+        h = h * i
+    return h
+
+class Net(torch.nn.Module):
+    def forward(self, x):
+        y = x.exp()
+        y[0] = 0
+        return y
+"""
+
+
+def _garbage_after_analysis(release: bool) -> int:
+    """How many objects only the cycle collector frees after a full analysis, released or not."""
+    import gc
+
+    import libcst as cst
+
+    from gradfix.codemods.engine import _analyze, select_rules
+
+    gc.collect()
+    gc.disable()
+    try:
+        module = cst.parse_module(RELEASE_SOURCE)
+        ctx, raw = _analyze(module, select_rules(), RELEASE_SOURCE)
+        assert raw and all(ctx.scope(item.report.node) is not None for item in raw)
+        if release:
+            ctx.release()
+        del ctx, raw, module
+        return gc.collect()
+    finally:
+        gc.enable()
+
+
+def test_released_analysis_frees_the_module_without_the_garbage_collector():
+    """Scopes and their assignments point at each other: without release() the whole tree waits
+    for the cycle collector; with it, reference counting frees it when the last user lets go."""
+    whole_tree = _garbage_after_analysis(release=False)
+    assert whole_tree > 200
+    assert _garbage_after_analysis(release=True) < whole_tree / 10
+
+
+def test_check_and_fix_release_every_analysis_they_make(monkeypatch):
+    from gradfix.codemods import context
+
+    made, released = [], []
+    original_init, original_release = context.RuleContext.__init__, context.RuleContext.release
+    monkeypatch.setattr(context.RuleContext, "__init__", lambda self, module: made.append(self) or original_init(self, module))
+    monkeypatch.setattr(context.RuleContext, "release", lambda self: released.append(self) or original_release(self))
+    assert check_source(RELEASE_SOURCE)
+    assert len(made) == 1 and released == made
+    made.clear(), released.clear()
+    # one finding has no fix: the second pass analyses the fixed text and leaves it
+    result = fix_source(RELEASE_SOURCE.replace("y[0] = 0", "y[0] = 0\n        torch.exp(x)[0] = 1"), unsafe_fixes=True,
+                        level=Level.WARNING)
+    assert result.applied and result.remaining
+    assert len(made) >= 2 and sorted(map(id, released)) == sorted(map(id, made))
