@@ -1522,9 +1522,10 @@ def piece_starts(body: Sequence[ast.stmt], text: str) -> tuple[int, ...]:
     """Offsets in ``text`` where a piece may start: libcst reads the pieces as it reads the whole.
 
     ``text`` is laid out line for line as the module ``body`` was parsed from (a focused
-    text keeps every line). A piece starts at the line after a top-level statement when
-    all lines up to the next one are empty or comments in column 0: libcst makes those the
-    next statement's leading lines (an indented comment there may end the block before it).
+    text keeps every line). A piece starts at the line after a top-level statement (after a
+    stub's own line) when all lines up to the next one are empty or comments in column 0:
+    libcst makes those the next statement's leading lines (an indented comment there may end
+    the block before it). A piece must not end in empty lines: libcst would make them its footer.
     """
     lines = _LINE.findall(text)
     offsets = [0]
@@ -1538,7 +1539,10 @@ def piece_starts(body: Sequence[ast.stmt], text: str) -> tuple[int, ...]:
             gap = lines[previous_end:first - 1]
             if all(line.startswith("#") or not line.strip("\r\n") for line in gap):
                 starts.append(offsets[previous_end])
-        previous_end = statement.end_lineno or statement.lineno
+        end = statement.end_lineno or statement.lineno
+        while end > first and not lines[end - 1].strip():
+            end -= 1  # a left-out definition: its stub line, then the blanked lines its body had
+        previous_end = end
     return tuple(starts)
 
 

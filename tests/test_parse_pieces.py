@@ -77,3 +77,18 @@ def test_long_texts_carry_piece_starts_and_findings_do_not_change():
     plan = prescreen.plan(source, engine.select_rules())
     assert plan is not None and len(plan.piece_starts) > 100
     assert engine.check_source(source, "m.py") == engine.check_source(source, "m.py", focus=False)
+
+
+def test_a_focused_text_with_stubs_is_parsed_in_pieces():
+    """A left-out definition leaves its stub line and then empty lines: a piece starts right after
+    the stub, else the empty lines would end a piece as its footer and the text be parsed whole."""
+    kept = "def kept{i}(x):\n    y = torch.sigmoid(x)\n    y.mul_(2)\n    return y\n\n\n"
+    left_out = "def other{i}(x):\n    z = x + 1\n    return z * 2\n\n\n"
+    source = "import torch\n\n\n" + "".join((kept if i % 2 else left_out).format(i=i) for i in range(40))
+    plan = prescreen.plan(source, engine.select_rules())
+    assert plan is not None and plan.focused and "def other0(): pass" in plan.text
+    starts = prescreen.piece_starts(ast.parse(source).body, plan.text)
+    assert len(starts) == 40  # one after each top-level statement but the last
+    pieced = engine._parse_in_pieces(plan.text, starts, 1)
+    assert pieced is not None
+    assert pieced.deep_equals(cst.parse_module(plan.text))
