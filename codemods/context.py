@@ -46,6 +46,8 @@ class RuleContext:
         self._scopes = cstmeta.scopes(module, facts.stores)
         self._qualified: dict[cst.CSTNode, object] = {}
         self._module_attributes: dict[int, dict[str, cst.Call]] = {}
+        # hazard's table of the requires_grad switches in each function, by the function's id
+        self.requires_grad_switches: dict[int, list[tuple[tuple[int, int], bool, str]]] = {}
         self._torch_name: Optional[str] = None
         self.tensors = TensorInference(
             self.qualified_names, self.scope, self.parent, self.module_constructor
@@ -54,6 +56,8 @@ class RuleContext:
         # Lines where a traced run (``gradfix trace``) saw the write break autograd: the static
         # verdict there is overruled (``fix --from-trace``).
         self.proven_lines: frozenset[int] = frozenset()
+        # The text the module was focused from (None: unknown): whatever the module holds, it holds.
+        self.source: Optional[str] = None
 
     def release(self) -> None:
         """Break the reference cycles of the scope analysis, and forget the module.

@@ -203,6 +203,7 @@ def _analyze(module: cst.Module, rules: Sequence[Rule], source: str,
     with read_only_visits():  # the rules' own visitors too: see cstmeta
         ctx = RuleContext(module)
         ctx.proven_lines = proven_lines
+        ctx.source = source
         runner = _RuleRunner(rules, ctx)
         module.visit(runner)
         # noqa comments only matter on the lines reported on (tokenizing a long file is not free)

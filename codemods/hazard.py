@@ -341,18 +341,9 @@ class HazardAnalysis:
         wanted = ctx.code(target)
         site_start = ctx.start(site)
         latest: Optional[tuple[tuple[int, int], bool]] = None
-
-        class Switches(cst.CSTVisitor):
-            def visit_Attribute(self, node: cst.Attribute) -> None:
-                nonlocal latest
-                value = _switch_value(ctx, node)
-                if value is None or ctx.code(node.value) != wanted:
-                    return
-                start = ctx.start(node)
-                if start < site_start and (latest is None or start > latest[0]):
-                    latest = (start, value)
-
-        scope_root.visit(Switches())
+        for start, value, switched in _switches_in(ctx, scope_root):
+            if switched == wanted and start < site_start and (latest is None or start > latest[0]):
+                latest = (start, value)
         if latest is None:
             return None
         start, value = latest
@@ -501,6 +492,26 @@ def _through_views(ctx: "RuleContext", node: cst.BaseExpression) -> cst.BaseExpr
                 node = call
                 continue
         return node
+
+
+def _switches_in(ctx: "RuleContext", function: cst.FunctionDef) -> list[tuple[tuple[int, int], bool, str]]:
+    """Every literal ``requires_grad`` switch in ``function`` (nested code too), in visit order:
+    (start, value, the switched expression's code). Found once per function and module."""
+    found = ctx.requires_grad_switches.get(id(function))
+    if found is None and ctx.source is not None and "requires_grad" not in ctx.source:
+        found = ctx.requires_grad_switches[id(function)] = []  # most modules: nothing to visit
+    if found is None:
+        switches: list[tuple[tuple[int, int], bool, str]] = []
+
+        class Switches(cst.CSTVisitor):
+            def visit_Attribute(self, node: cst.Attribute) -> None:
+                value = _switch_value(ctx, node)
+                if value is not None:
+                    switches.append((ctx.start(node), value, ctx.code(node.value)))
+
+        function.visit(Switches())
+        found = ctx.requires_grad_switches[id(function)] = switches
+    return found
 
 
 def _switch_value(ctx: "RuleContext", attribute: cst.Attribute) -> Optional[bool]:

@@ -712,3 +712,34 @@ def test_check_and_fix_release_every_analysis_they_make(monkeypatch):
                         level=Level.WARNING)
     assert result.applied and result.remaining
     assert len(made) >= 2 and sorted(map(id, released)) == sorted(map(id, made))
+
+
+SWITCHES_SOURCE = """
+import torch
+
+def prune(w, new, other):
+    w.requires_grad = False
+    w.copy_(new)
+    w.mul_(2)
+    w.requires_grad = True
+    other.add_(1)
+    return w
+"""
+
+
+def test_requires_grad_switches_are_read_once_per_function():
+    import libcst as cst
+
+    from gradfix.codemods.engine import _analyze, select_rules
+
+    module = cst.parse_module(SWITCHES_SOURCE)
+    ctx, raw = _analyze(module, select_rules(), SWITCHES_SOURCE)
+    # the writes into w happen with grad switched off: nothing to report there; other.add_ stays
+    assert [(ctx.line(item.report.node), item.rule.code) for item in raw] == [(9, "GF102")]
+    (switches,) = ctx.requires_grad_switches.values()  # one table, for prune, however many writes
+    assert [(start[0], value, switched) for start, value, switched in switches] == [(5, False, "w"), (8, True, "w")]
+    # without `requires_grad` in the text there is nothing to look for
+    quiet = SWITCHES_SOURCE.replace("w.requires_grad = False\n    ", "").replace("w.requires_grad = True\n    ", "")
+    ctx, raw = _analyze(cst.parse_module(quiet), select_rules(), quiet)
+    assert {item.rule.code for item in raw} == {"GF102"} and len(raw) == 3
+    assert ctx.requires_grad_switches and all(table == [] for table in ctx.requires_grad_switches.values())
