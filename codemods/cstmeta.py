@@ -241,6 +241,43 @@ def read_only_visits() -> Iterator[None]:
                 CSTNode.visit = _original_visit  # type: ignore[method-assign]
 
 
+# -- parsing without re-validation ----------------------------------------------------------------
+
+_original_post_init = CSTNode.__post_init__
+_unvalidated = threading.local()  # this thread's nodes skip validation while `skip` is set
+_unvalidated_depth = 0
+
+
+def _post_init(self: CSTNode) -> None:
+    if not getattr(_unvalidated, "skip", False):
+        self._validate()
+
+
+@contextmanager
+def unvalidated_nodes() -> Iterator[None]:
+    """While inside, the nodes this thread builds skip libcst's validation (``_validate``).
+
+    For parsing text only: the parser builds nodes from what it read, which validation just
+    checks again (about 15% of a parse). Nodes that code builds (a fix) need it, and other
+    threads keep it: the class keeps one patch while any thread is inside.
+    """
+    global _unvalidated_depth
+    with _patch_lock:
+        if _unvalidated_depth == 0:
+            CSTNode.__post_init__ = _post_init  # type: ignore[method-assign]
+        _unvalidated_depth += 1
+    previous = getattr(_unvalidated, "skip", False)
+    _unvalidated.skip = True
+    try:
+        yield
+    finally:
+        _unvalidated.skip = previous
+        with _patch_lock:
+            _unvalidated_depth -= 1
+            if _unvalidated_depth == 0:
+                CSTNode.__post_init__ = _original_post_init  # type: ignore[method-assign]
+
+
 # -- parents and stored names: one walk over the fields ------------------------------------------
 
 _FIELDS: dict[type, tuple[str, ...]] = {}

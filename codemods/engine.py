@@ -19,7 +19,7 @@ from libcst.codemod.visitors import AddImportsVisitor
 
 from . import prescreen
 from .context import RuleContext
-from .cstmeta import read_only_visits
+from .cstmeta import read_only_visits, unvalidated_nodes
 from .grad_context import enclosing_grad_context, is_grad_buffer
 from .model import (
     EnsureImport,
@@ -96,12 +96,10 @@ class _RawReport:
 def parse(source: str, piece_starts: Sequence[int] = (), piece_chars: int = prescreen.PIECE_CHARS) -> cst.Module:
     """libcst's module for ``source``; in pieces of about ``piece_chars`` cut at ``piece_starts``
     (prescreen.piece_starts) when there are some, which gives the same module."""
-    if piece_starts:
-        module = _parse_in_pieces(source, piece_starts, piece_chars)
-        if module is not None:
-            return module
     try:
-        return cst.parse_module(source)
+        with unvalidated_nodes():  # parsed from text: libcst's validation would only check it again
+            module = _parse_in_pieces(source, piece_starts, piece_chars) if piece_starts else None
+            return module if module is not None else cst.parse_module(source)
     except cst.ParserSyntaxError as error:
         # CPython's message and position are the ones users know; libcst's are the fallback
         # for code CPython accepts and libcst does not.

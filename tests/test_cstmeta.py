@@ -286,3 +286,34 @@ def test_positions_a_unit_at_a_time_equal_libcsts(name, source):
     assert not lazy._everything
     for node in want:  # then every node, the class headers and the module too
         assert cstmeta.code_range(lazy[node]) == want[node], (name, type(node).__name__)
+
+
+def test_unvalidated_nodes_skip_validation_in_this_thread_only():
+    import threading
+
+    from libcst._nodes.base import CSTNode
+
+    original = CSTNode.__post_init__
+    with pytest.raises(cst.CSTValidationError):
+        cst.Name("")
+    seen_elsewhere: list[BaseException] = []
+
+    def build_elsewhere() -> None:
+        try:
+            cst.Name("")
+        except cst.CSTValidationError as error:
+            seen_elsewhere.append(error)
+
+    with cstmeta.unvalidated_nodes():
+        with cstmeta.unvalidated_nodes():  # nested uses share the patch
+            assert cst.Name("").value == ""  # not checked here
+        assert cst.Name("").value == ""
+        other = threading.Thread(target=build_elsewhere)
+        other.start()
+        other.join()
+        assert len(seen_elsewhere) == 1  # another thread still validates
+        module = cst.parse_module("x = [1,\n  2]  # c\n")
+    assert module.deep_equals(cst.parse_module("x = [1,\n  2]  # c\n"))
+    assert CSTNode.__post_init__ is original
+    with pytest.raises(cst.CSTValidationError):
+        cst.Name("")
