@@ -111,8 +111,6 @@ _ANY_AS = re.compile(r"(?<![\w])as(?!\w)")
 GLOBAL_STATEMENT = re.compile(_word("global"))
 # `torch` written other than as `torch.<attr>`: where the name could be bound to something else.
 BARE_TORCH = re.compile(r"torch(?!\w)(?<![\w.]torch)(?![ \t]*\.)")
-# Names fresh_name (GF103/GF104 fixes) must avoid; it looks at every name in the module.
-FRESH_NAME_PATTERN = re.compile(r"_value(?!\w)|_value_[0-9]+(?!\w)")
 
 
 def text_candidate(source: str, rules: Sequence[Rule]) -> bool:
@@ -1652,9 +1650,6 @@ def _focused(planner: _Planner, whole: Plan) -> Optional[Plan]:
                     kept.add(other)
                     if mode == MODULE:
                         queue.append((other, USED))  # a module a site builds may run there: a site of its own
-    fresh = bool(planner.codes & {"GF103", "GF104"}) and any(c.code in ("GF103", "GF104") for _, c in planner.candidates)
-    if fresh:
-        kept.update(i for i in definitions if i not in kept and FRESH_NAME_PATTERN.search(unit_text(i)))
     if declared:
         # A function that declares a name global binds it at module level: where kept code reads
         # the name, keep that function whole, so that libcst sees every binding.
@@ -1673,8 +1668,8 @@ def _focused(planner: _Planner, whole: Plan) -> Optional[Plan]:
     for index in sorted(kept):
         if isinstance(body[index], ast.ClassDef) and index not in planner.whole_classes:
             left_out.extend(_left_out_methods(body[index], planner.class_members.get(index, set()), full_names,
-                                              switch_names, fresh, index in gf105_units, source, offsets))
-    tables = _left_out_tables(body, kept, sites, full_names | switch_names, fresh, unit_text)
+                                              switch_names, index in gf105_units, source, offsets))
+    tables = _left_out_tables(body, kept, sites, full_names | switch_names, unit_text)
     left_out.extend(tables)
     table_ids = {id(t) for t in tables}
     # A traced name bound at module level only by imports and definitions is a module, function
@@ -1682,7 +1677,7 @@ def _focused(planner: _Planner, whole: Plan) -> Optional[Plan]:
     valued = {n for n in full_names | switch_names
               if not names.kinds.get(n, {names.OTHER}) <= {names.IMPORT, names.TORCH_IMPORT, names.DEFINITION}}
     elements = _left_out_elements(planner, [i for i in sorted(kept) if id(body[i]) not in table_ids],
-                                  candidate_lines, valued, fresh, offsets)
+                                  candidate_lines, valued, offsets)
     if not left_out and not elements:
         return None
     marker = "gradfix-focus-"
@@ -1716,14 +1711,13 @@ def _focused(planner: _Planner, whole: Plan) -> Optional[Plan]:
     return Plan(source, text, whole.candidates, whole.units, whole.units - top_stubs, kept_lines, stubs)
 
 
-def _left_out_tables(body: list[ast.stmt], kept: set[int], sites: set[int], traced: set[str], fresh: bool,
+def _left_out_tables(body: list[ast.stmt], kept: set[int], sites: set[int], traced: set[str],
                      unit_text) -> list[ast.stmt]:
     """Module-level assignments (and expressions) that no analysis of the kept code can read.
 
     Left out when the statement holds no candidate, binds only plain names, none of which
     any other kept text mentions (a word test over the kept text: strings and comments
-    count, which only keeps more), mentions no name a site traces, and, where a fix may
-    pick a fresh name, holds none of the names a fix could pick.
+    count, which only keeps more), and mentions no name a site traces.
     """
     bound: dict[int, set[str]] = {}
     for i in sorted(kept):
@@ -1750,7 +1744,6 @@ def _left_out_tables(body: list[ast.stmt], kept: set[int], sites: set[int], trac
     dropped = {
         i for i in bound
         if own[i].isdisjoint(traced) and "requires_grad" not in own[i]
-        and not (fresh and FRESH_NAME_PATTERN.search(unit_text(i)))
     }
     words.update(*(own[i] for i in bound if i not in dropped))
     changed = True
@@ -1770,12 +1763,11 @@ ELEMENT_STATEMENT_LINES = 50
 
 
 def _left_out_elements(planner: "_Planner", indices: list[int], candidate_lines: dict[int, list[int]],
-                       traced: set[str], fresh: bool, offsets: list[int]) -> list[ast.expr]:
+                       traced: set[str], offsets: list[int]) -> list[ast.expr]:
     """Multi-line elements of literals in long module-level statements that no analysis reads.
 
     A literal's elements are independent values: in a :func:`_literal_table`, an element with
-    no candidate, no name a site traces, no ``requires_grad``, no ``:=`` (and, where a fix may
-    pick a fresh name, none of those names) is replaced by ``None``. Call arguments are left
+    no candidate, no name a site traces, no ``requires_grad`` and no ``:=`` is replaced by ``None``. Call arguments are left
     whole (a call's arguments are read together). ``candidate_lines``: sorted, per statement.
     """
     body = planner.tree.body
@@ -1792,7 +1784,7 @@ def _left_out_elements(planner: "_Planner", indices: list[int], candidate_lines:
                 return False
             segment = source[_char_offset(source, offsets, node.lineno, node.col_offset):
                              _char_offset(source, offsets, node.end_lineno or node.lineno, node.end_col_offset or 0)]
-            if "requires_grad" in segment or (fresh and FRESH_NAME_PATTERN.search(segment)):
+            if "requires_grad" in segment:
                 return False
             return not _reads_any(node, traced)
 
@@ -1950,7 +1942,7 @@ _WORDS = re.compile(r"\w+")
 
 
 def _left_out_methods(cls: ast.ClassDef, with_candidates: set[int], traced: set[str], switched: set[str],
-                      fresh: bool, references_matter: bool, source: str, offsets: list[int]) -> list[ast.stmt]:
+                      references_matter: bool, source: str, offsets: list[int]) -> list[ast.stmt]:
     """The methods of a kept class that no analysis of the kept ones reads.
 
     The class-wide analyses (modules built in ``__init__``, parameters, buffers) look up, by
@@ -1979,7 +1971,7 @@ def _left_out_methods(cls: ast.ClassDef, with_candidates: set[int], traced: set[
         body = text(method)
         found = set(SELF_ATTRIBUTE.findall(body))
         words = set(_WORDS.findall(body))
-        if id(method) in with_candidates or "register_buffer" in body or (fresh and FRESH_NAME_PATTERN.search(body)) \
+        if id(method) in with_candidates or "register_buffer" in body \
                 or not traced.isdisjoint(words) or ("requires_grad" in words and not switched.isdisjoint(words)):
             attributes |= found
         else:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from typing import Optional, Sequence
 
 import libcst as cst
@@ -238,16 +240,28 @@ def reads(ctx: RuleContext, expr: cst.CSTNode, root: cst.BaseExpression) -> bool
 
 
 def fresh_name(ctx: RuleContext, base: str) -> str:
-    """A name nothing in the module uses: ``base``, ``base_1``, ..."""
-    used: set[str] = set()
+    """A name nothing in the module uses: ``base``, ``base_1``, ...
 
-    class Names(cst.CSTVisitor):
-        def visit_Name(self, node: cst.Name) -> None:
-            used.add(node.value)
+    Read from the text the module was focused from (``ctx.source``), as a word anywhere in it,
+    comments and strings too: the pick is then the same whatever definitions the analysed
+    module leaves out, and never a name one of them uses.
+    """
+    if ctx.source is not None:
+        text = ctx.source
 
-    ctx.module.visit(Names())
+        def taken(name: str) -> bool:
+            return re.search(r"(?<!\w)" + re.escape(name) + r"(?!\w)", text) is not None
+    else:
+        used: set[str] = set()
+
+        class Names(cst.CSTVisitor):
+            def visit_Name(self, node: cst.Name) -> None:
+                used.add(node.value)
+
+        ctx.module.visit(Names())
+        taken = used.__contains__
     candidate, n = base, 0
-    while candidate in used:
+    while taken(candidate):
         n += 1
         candidate = f"{base}_{n}"
     return candidate

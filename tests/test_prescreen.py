@@ -807,8 +807,13 @@ def test_a_traced_name_declared_global_keeps_the_function_that_rebinds_it():
 
 
 def test_fresh_name_sees_names_in_left_out_definitions():
+    """fresh_name reads the source text, so `other` (which binds h_value) need not be analysed."""
+    plan = planned(FRESH_NAME)
+    assert plan is not None and "def other(): pass" in plan.text
     fixed = fix_source(FRESH_NAME, unsafe_fixes=True, level=Level.WARNING).source
     assert "h_value_1 = torch.tanh(h[0] @ w)" in fixed
+    commented = FRESH_NAME.replace("def unrelated():", "# h_value_1 is taken here\ndef unrelated():")
+    assert "h_value_2 = torch.tanh(h[0] @ w)" in fix_both(commented, unsafe_fixes=True, level=Level.WARNING).source
 
 
 def test_focused_text_keeps_every_kept_line_and_line_count():
