@@ -56,7 +56,8 @@ class RuleContext:
         # Lines where a traced run (``gradfix trace``) saw the write break autograd: the static
         # verdict there is overruled (``fix --from-trace``).
         self.proven_lines: frozenset[int] = frozenset()
-        # The text the module was focused from (None: unknown): whatever the module holds, it holds.
+        # The text the module was parsed or focused from (None: unknown). Each line of the module is
+        # that text's line, or a stub or blank: a word the text lacks, the module lacks too.
         self.source: Optional[str] = None
 
     def release(self) -> None:
