@@ -501,6 +501,10 @@ class _Scope:
                 continue
             if isinstance(node, _DEFINITIONS):
                 self._add(node.name, _Binding("other"))
+                if isinstance(owner, _FUNCTIONS):
+                    # `nonlocal x` in an inner function binds this scope's x (libcst records it here)
+                    for name in _nonlocal_names(node):
+                        self._add(name, _Binding(_ANY))
                 # decorators, defaults and bases run in this scope; a walrus there binds here
                 stack.extend(node.decorator_list)
                 if isinstance(node, ast.ClassDef):
@@ -563,6 +567,19 @@ class _Scope:
                 self._add(name, _Binding("unpacked", value))
         elif isinstance(target, ast.Starred):
             self._target(target.value, value, False)
+
+
+def _nonlocal_names(definition: ast.stmt) -> list[str]:
+    """The names ``nonlocal`` statements anywhere inside ``definition`` declare."""
+    found: list[str] = []
+    stack: list[ast.AST] = [definition]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, ast.Nonlocal):
+            found.extend(node.names)
+        else:  # statements, handlers, match cases: expressions hold no statement
+            stack.extend(child for child in _children(node) if not isinstance(child, ast.expr))
+    return found
 
 
 def _names_in(target: ast.AST) -> list[str]:

@@ -645,6 +645,28 @@ ENCLOSING_NAMES = src("""
         return acc
 
 
+    def rebound_inside(a):
+        x = 0
+        y = 0
+
+        def reset():
+            nonlocal x
+            try:
+                pass
+            except ValueError:
+                nonlocal y
+            x = torch.sigmoid(a)
+            y = torch.exp(a)
+
+        def bump():
+            y[0] = 1
+
+        reset()
+        bump()
+        x += 1
+        return x, y
+
+
     class Holder:
         cache = torch.zeros(2)
 
@@ -725,8 +747,9 @@ def test_names_bound_in_enclosing_scopes_are_read_there():
     assert plan is not None and plan.focused
     kept = {re.match(r"(?:def|class) (\w+)", line).group(1) for line in plan.text.splitlines()
             if line.startswith(("def ", "class ")) and "gradfix-focus" not in line}
-    assert kept == {"bump_module_tensor", "bump_unknown", "outer", "Holder"}
-    assert {f.line for f in check_source(ENCLOSING_NAMES)} == {19, 24, 35}
+    assert kept == {"bump_module_tensor", "bump_unknown", "outer", "rebound_inside", "Holder"}
+    # a nonlocal in an inner function binds the enclosing function's name too
+    assert {f.line for f in check_source(ENCLOSING_NAMES)} == {19, 24, 35, 56, 60}
 
 
 def test_far_arguments_are_found():
