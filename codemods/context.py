@@ -35,11 +35,13 @@ class HoistSite:
 
 
 class RuleContext:
-    def __init__(self, module: cst.Module) -> None:
+    def __init__(self, module: cst.Module, collect: frozenset[type] = frozenset()) -> None:
+        """``collect``: node types whose nodes :attr:`collected` lists, in a visitor's order."""
         self.module = module
         # libcst's positions, scopes and parents, computed as cstmeta explains; qualified names
         # are asked of the node's scope when a rule wants them, as libcst's lazy values do.
-        facts = cstmeta.module_facts(module)
+        facts = cstmeta.module_facts(module, collect)
+        self.collected = facts.collected
         self._parents = facts.parents
         self._spans = cstmeta.Positions(module, facts)
         self._ranges: dict[cst.CSTNode, CodeRange] = {}

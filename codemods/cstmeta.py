@@ -336,29 +336,34 @@ class ModuleFacts(NamedTuple):
     parents: dict[int, CSTNode]  # id(child) -> parent, as ParentNodeProvider gives
     stores: dict[CSTNode, ExpressionContext]  # every Name stored to: ExpressionContext.STORE
     unit_starts: dict[int, tuple[int, tuple[str, ...]]]  # id(unit) -> (line, indentation): see Positions
+    collected: list[CSTNode]  # the nodes of the types asked for, in the order a visitor meets them
 
 
 def _walk_order(kind: type) -> tuple[str, ...]:
-    """A node type's fields, in the reverse of the order the walk takes them in (it pops a stack)."""
+    """A node type's fields, in the reverse of the order the walk takes them in (it pops a stack):
+    the order libcst's visitors take them in, so that the walk meets nodes as a visit does."""
     names = [f.name for f in dataclasses.fields(kind)]
     order = _SOURCE_ORDER.get(kind)
-    if order is None and kind is cst.ClassDef:
-        order = tuple(field for field, _ in _field_order(cst.ClassDef._visit_and_replace_children) or ())
-        if "body" not in order:  # pragma: no cover - a libcst release that visits a class otherwise
+    if order is None:
+        visit = getattr(kind, "_visit_and_replace_children", None)
+        order = tuple(field for field, _ in (_field_order(visit) if visit is not None else None) or ())
+        if kind is cst.ClassDef and "body" not in order:  # pragma: no cover - a libcst release that visits a class otherwise
             raise RuntimeError("libcst's ClassDef no longer visits its body: cstmeta needs updating")
     if order:
         names = list(order) + [name for name in names if name not in order]
     return tuple(reversed(names))
 
 
-def module_facts(module: cst.Module) -> ModuleFacts:
+def module_facts(module: cst.Module, collect: frozenset[type] = frozenset()) -> ModuleFacts:
     """Parents of every node (keyed by ``id``: a node's own ``__hash__`` is a Python call), every
     Name stored to (what ScopeProvider reads of ExpressionContextProvider: every other name is
     read as an access), and where each unit of :class:`Positions` starts, from one walk.
 
-    The walk takes the module, class and block fields in source order, so it reaches a unit
-    after every line break of the code before it; inside a unit, order does not matter.
+    The walk takes the fields in the order libcst's visitors do (the module, class and block
+    fields in source order, so it reaches a unit after every line break of the code before it),
+    and meets the nodes in a visit's order: ``collected`` lists those whose type is in ``collect``.
     """
+    collected: list[CSTNode] = []
     parents: dict[int, CSTNode] = {}
     targets: list[CSTNode] = []
     unit_starts: dict[int, tuple[int, tuple[str, ...]]] = {}
@@ -370,6 +375,8 @@ def module_facts(module: cst.Module) -> ModuleFacts:
     while stack:  # _children inlined, with the parent kept: this loop runs once per node of every file
         node = stack.pop()
         kind = type(node)
+        if kind in collect:
+            collected.append(node)
         in_value = line_breaks.get(kind)
         if in_value is not None:
             if not in_value:
@@ -412,7 +419,7 @@ def module_facts(module: cst.Module) -> ModuleFacts:
             stores[node] = store
         elif not isinstance(node, _LOADED_INSIDE):  # tuples, lists, starred, their elements, parentheses
             targets.extend(_children(node))
-    return ModuleFacts(parents, stores, unit_starts)
+    return ModuleFacts(parents, stores, unit_starts, collected)
 
 
 # -- scopes: libcst's ScopeVisitor, run once ------------------------------------------------------

@@ -179,38 +179,36 @@ def noqa_lines(source: str) -> dict[int, Optional[frozenset[str]]]:
     return result
 
 
-class _RuleRunner(cst.CSTVisitor):
-    def __init__(self, rules: Sequence[Rule], ctx: RuleContext) -> None:
-        super().__init__()
-        self._ctx = ctx
-        self._dispatch: dict[type, list[Rule]] = {}
-        for rule in rules:
-            for node_type in rule.node_types:
-                self._dispatch.setdefault(node_type, []).append(rule)
-        self.reports: list[tuple[Rule, Report]] = []
-
-    def on_visit(self, node: cst.CSTNode) -> bool:
-        for rule in self._dispatch.get(type(node), ()):
-            for report in rule.check(node, self._ctx):
-                self.reports.append((rule, report))
-        return True
+def _run_rules(rules: Sequence[Rule], module: cst.Module, proven_lines: frozenset[int],
+               source: str) -> tuple[RuleContext, list[tuple[Rule, Report]]]:
+    """Each rule's reports on the nodes of its types, met in the order a visit of ``module`` meets
+    them (the context's walk collects them: no visit of its own)."""
+    dispatch: dict[type, list[Rule]] = {}
+    for rule in rules:
+        for node_type in rule.node_types:
+            dispatch.setdefault(node_type, []).append(rule)
+    ctx = RuleContext(module, collect=frozenset(dispatch))
+    ctx.proven_lines = proven_lines
+    ctx.source = source
+    reports: list[tuple[Rule, Report]] = []
+    for node in ctx.collected:
+        for rule in dispatch[type(node)]:
+            for report in rule.check(node, ctx):
+                reports.append((rule, report))
+    return ctx, reports
 
 
 def _analyze(module: cst.Module, rules: Sequence[Rule], source: str,
              proven_lines: frozenset[int] = frozenset()) -> tuple[RuleContext, list[_RawReport]]:
     with read_only_visits():  # the rules' own visitors too: see cstmeta
-        ctx = RuleContext(module)
-        ctx.proven_lines = proven_lines
-        ctx.source = source
-        runner = _RuleRunner(rules, ctx)
-        module.visit(runner)
+        ctx, reports = _run_rules(rules, module, proven_lines, source)
         # noqa comments only matter on the lines reported on (tokenizing a long file is not free)
-        report_lines = {ctx.line(report.node) for _, report in runner.reports}
+        report_lines = {ctx.line(report.node) for _, report in reports}
         lines = source.split("\n") if report_lines else []  # numbered as tokenize numbers them
         maybe_silenced = any(line <= len(lines) and "noqa" in lines[line - 1] for line in report_lines)
         silenced = noqa_lines(source) if maybe_silenced else {}
         raw: list[_RawReport] = []
-        for rule, report in runner.reports:
+        for rule, report in reports:
             context = None if report.ignore_context else enclosing_grad_context(report.node, ctx.parent, ctx.qualified_names)
             if context is None and report.target is not None and is_grad_buffer(report.target):
                 context = GradContext.GRAD_BUFFER

@@ -104,7 +104,7 @@ def test_metadata_equals_libcsts(name, source):
     assert spans.keys() == {id(node) for node in want}
     assert all(cstmeta.code_range(spans[id(node)]) == want[node] for node in want)
 
-    parents, stores, _ = cstmeta.module_facts(module)
+    parents, stores, _, _ = cstmeta.module_facts(module)
     assert parents == {id(child): parent for child, parent in expected[ParentNodeProvider].items()}
     stored = {n for n, c in expected[ExpressionContextProvider].items()
               if c is ExpressionContext.STORE and isinstance(n, cst.Name)}
@@ -317,3 +317,22 @@ def test_unvalidated_nodes_skip_validation_in_this_thread_only():
     assert CSTNode.__post_init__ is original
     with pytest.raises(cst.CSTValidationError):
         cst.Name("")
+
+
+@pytest.mark.parametrize("name,source", SOURCES, ids=[n for n, _ in SOURCES])
+def test_collected_nodes_come_in_a_visits_order(name, source):
+    """The rules run on module_facts' collected nodes instead of a visit: same nodes, same order."""
+    module = cst.parse_module(source)
+    wanted = frozenset({cst.Call, cst.Assign, cst.AugAssign, cst.Name, cst.Attribute, cst.Decorator, cst.Param})
+    visited: list[cst.CSTNode] = []
+
+    class Visit(cst.CSTVisitor):  # libcst's own visit (outside read_only_visits)
+        def on_visit(self, node: cst.CSTNode) -> bool:
+            if type(node) in wanted:
+                visited.append(node)
+            return True
+
+    module.visit(Visit())
+    collected = cstmeta.module_facts(module, wanted).collected
+    assert len(collected) == len(visited) > 0
+    assert all(a is b for a, b in zip(collected, visited))

@@ -702,7 +702,8 @@ def test_check_and_fix_release_every_analysis_they_make(monkeypatch):
 
     made, released = [], []
     original_init, original_release = context.RuleContext.__init__, context.RuleContext.release
-    monkeypatch.setattr(context.RuleContext, "__init__", lambda self, module: made.append(self) or original_init(self, module))
+    monkeypatch.setattr(context.RuleContext, "__init__",
+                        lambda self, module, **kw: made.append(self) or original_init(self, module, **kw))
     monkeypatch.setattr(context.RuleContext, "release", lambda self: released.append(self) or original_release(self))
     assert check_source(RELEASE_SOURCE)
     assert len(made) == 1 and released == made
