@@ -35,9 +35,12 @@ class HoistSite:
 
 
 class RuleContext:
-    def __init__(self, module: cst.Module, collect: frozenset[type] = frozenset()) -> None:
-        """``collect``: node types whose nodes :attr:`collected` lists, in a visitor's order."""
+    def __init__(self, module: cst.Module, source: str, collect: frozenset[type] = frozenset()) -> None:
+        """``source``: the text ``module`` was parsed or focused from. Each line of the module is
+        that text's line, or a stub or blank: a word the text lacks, the module lacks too.
+        ``collect``: node types whose nodes :attr:`collected` lists, in a visitor's order."""
         self.module = module
+        self.source = source
         # libcst's positions, scopes and parents, computed as cstmeta explains; qualified names
         # are asked of the node's scope when a rule wants them, as libcst's lazy values do.
         facts = cstmeta.module_facts(module, collect)
@@ -58,9 +61,6 @@ class RuleContext:
         # Lines where a traced run (``gradfix trace``) saw the write break autograd: the static
         # verdict there is overruled (``fix --from-trace``).
         self.proven_lines: frozenset[int] = frozenset()
-        # The text the module was parsed or focused from (None: unknown). Each line of the module is
-        # that text's line, or a stub or blank: a word the text lacks, the module lacks too.
-        self.source: Optional[str] = None
 
     def release(self) -> None:
         """Break the reference cycles of the scope analysis, and forget the module.

@@ -187,9 +187,8 @@ def _run_rules(rules: Sequence[Rule], module: cst.Module, proven_lines: frozense
     for rule in rules:
         for node_type in rule.node_types:
             dispatch.setdefault(node_type, []).append(rule)
-    ctx = RuleContext(module, collect=frozenset(dispatch))
+    ctx = RuleContext(module, source=source, collect=frozenset(dispatch))
     ctx.proven_lines = proven_lines
-    ctx.source = source
     reports: list[tuple[Rule, Report]] = []
     for node in ctx.collected:
         for rule in dispatch[type(node)]:

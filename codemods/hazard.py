@@ -498,7 +498,7 @@ def _switches_in(ctx: "RuleContext", function: cst.FunctionDef) -> list[tuple[tu
     """Every literal ``requires_grad`` switch in ``function`` (nested code too), in visit order:
     (start, value, the switched expression's code). Found once per function and module."""
     found = ctx.requires_grad_switches.get(id(function))
-    if found is None and ctx.source is not None and "requires_grad" not in ctx.source:
+    if found is None and "requires_grad" not in ctx.source:
         found = ctx.requires_grad_switches[id(function)] = []  # most modules: nothing to visit
     if found is None:
         switches: list[tuple[tuple[int, int], bool, str]] = []

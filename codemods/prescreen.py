@@ -672,7 +672,7 @@ class _Kinds:
         self.parent = parent  # where the names this scope does not bind are bound (None: nowhere known)
         self.aliases = aliases
         self.imported = imported  # every word of every import statement: names whose meaning is an import
-        # the module's imports, when this is the scope of a top-level function or method (None: not used)
+        # the module's imports, at module level or in a top-level function, class or method (None: not used)
         self.imports = imports
         self._visiting: set[str] = set()
         self._visiting_numbers: set[str] = set()

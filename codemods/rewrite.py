@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-
 from typing import Optional, Sequence
 
 import libcst as cst
@@ -246,20 +245,10 @@ def fresh_name(ctx: RuleContext, base: str) -> str:
     comments and strings too: the pick is then the same whatever definitions the analysed
     module leaves out, and never a name one of them uses.
     """
-    if ctx.source is not None:
-        text = ctx.source
 
-        def taken(name: str) -> bool:
-            return re.search(r"(?<!\w)" + re.escape(name) + r"(?!\w)", text) is not None
-    else:
-        used: set[str] = set()
+    def taken(name: str) -> bool:
+        return re.search(r"(?<!\w)" + re.escape(name) + r"(?!\w)", ctx.source) is not None
 
-        class Names(cst.CSTVisitor):
-            def visit_Name(self, node: cst.Name) -> None:
-                used.add(node.value)
-
-        ctx.module.visit(Names())
-        taken = used.__contains__
     candidate, n = base, 0
     while taken(candidate):
         n += 1
