@@ -22,11 +22,12 @@ syntax check). So the engine asks this module first:
    reaches the site and the site, where ``hazard._uses`` looks), ``requires_grad`` switches
    on names it traces, and every use of a name a module-level site binds. Inside a kept
    class, methods that share no ``self.`` attribute, buffer or traced name with the kept
-   ones are left out too. A left-out definition becomes a one-line stub on its ``def``/``class``
-   line (``def name(): pass``, keeping the binding and its position) and blank lines, so
-   every kept line keeps its number and text. :meth:`Plan.restore` puts the original
-   definitions back into a fixed focused text. A ``global`` statement, or a rule this module
-   does not know, means the whole file.
+   ones are left out too. A left-out definition becomes a stub on its ``def``/``class`` line
+   that keeps the binding and its position: ``def name():`` and a triple-quoted string that
+   holds the line breaks of the rest of the definition (one token for libcst, where blank
+   lines would each be a node). So every kept line keeps its number and text.
+   :meth:`Plan.restore` puts the original definitions back into a fixed focused text. A
+   ``global`` statement, or a rule this module does not know, means the whole file.
 
 tests/test_prescreen.py checks that findings and fixes equal the whole-file analysis.
 """
@@ -1100,7 +1101,8 @@ class _Stub:
     start: int  # offsets of the definition's lines in the source
     end: int
     text: str  # what replaces them in the focused text
-    line: str  # the stub's own line, unique thanks to its marker comment
+    line: str  # the stub's own line, unique thanks to its marker
+    code_lines: int = 1  # lines of ``text`` that are not blank
 
 
 @dataclass
@@ -1112,7 +1114,7 @@ class Plan:
     candidates: int
     units: int  # top-level statements
     kept_units: int
-    kept_lines: int  # lines that are not blank in ``text``
+    kept_lines: int  # lines of ``text`` that are not blank, stubs not counted
     stubs: list[_Stub] = field(default_factory=list)
     # where libcst may parse ``text`` piece by piece (engine.parse); empty for short texts
     piece_starts: tuple[int, ...] = ()
@@ -1724,7 +1726,7 @@ def _focused(planner: _Planner, whole: Plan) -> Optional[Plan]:
         position = stub.end
     pieces.append(source[position:])
     text = "".join(pieces)
-    kept_lines = _code_lines(text) - len(stubs)
+    kept_lines = _code_lines(text) - sum(stub.code_lines for stub in stubs)
     return Plan(source, text, whole.candidates, whole.units, whole.units - top_stubs, kept_lines, stubs)
 
 
@@ -2007,12 +2009,12 @@ def _left_out_methods(cls: ast.ClassDef, with_candidates: set[int], traced: set[
     return [method for method, _, _ in pending]
 
 
-_BLANK_LINE = re.compile(r"^[ \t\f]*$", re.MULTILINE)
-
-
 def _code_lines(text: str) -> int:
-    """Lines that are not blank (what libcst has to read, roughly)."""
-    return text.count("\n") + 1 - len(_BLANK_LINE.findall(text))
+    """Lines that are not blank (what libcst has to read, roughly), whatever the line endings."""
+    return len(_CODE_LINE.findall(text))
+
+
+_CODE_LINE = re.compile(r"\S[^\r\n]*")  # from a line's first non-blank character to its end
 
 
 def _table_stub(statement: ast.stmt, source: str, offsets: list[int], marker: str) -> Optional[_Stub]:
@@ -2031,7 +2033,8 @@ _DEF_LINE = re.compile(r"(?:async[ \t]+)?def[ \t]+(\w+)|class[ \t]+(\w+)")
 
 
 def _stub(statement: ast.stmt, source: str, offsets: list[int], marker: str) -> Optional[_Stub]:
-    """Blank lines for the definition, and ``def name(): pass`` on its ``def`` line."""
+    """``def name(): pass`` on the definition's ``def`` line when that is its last; else
+    ``def name():`` whose body is a triple-quoted string holding the line breaks of the lines after it."""
     first, keyword, last = _first_line(statement), statement.lineno, statement.end_lineno or statement.lineno
     start, end = offsets[first - 1], offsets[min(last, len(offsets) - 1)]
     text = source[start:end]
@@ -2043,12 +2046,23 @@ def _stub(statement: ast.stmt, source: str, offsets: list[int], marker: str) -> 
     match = _DEF_LINE.match(header, indent)
     if match is None or (match.group(1) or match.group(2)) != statement.name or header[:indent].strip(" \t"):
         return None  # the name is not on the keyword's line: keep the definition
-    suffix = ": pass" if isinstance(statement, ast.ClassDef) else "(): pass"
-    stub_line = f"{header[:indent]}{match.group(0)}{suffix}  # {marker}"
-    return _Stub(start, end, _blanked(lines, keyword - first, stub_line), stub_line)
+    suffix = ":" if isinstance(statement, ast.ClassDef) else "():"
+    at = keyword - first
+    if at == len(lines) - 1:  # the definition ends on its keyword's line
+        stub_line = f"{header[:indent]}{match.group(0)}{suffix} pass  # {marker}"
+        return _Stub(start, end, _blanked(lines, at, stub_line), stub_line)
+    # The lines after the keyword's go into one string, the stub's body: one token where
+    # blank lines would each be a node for libcst to build and every walk to pass.
+    stub_line = f'{header[:indent]}{match.group(0)}{suffix} """{marker}'
+    text = _blanked(lines[:at], -1, "") + stub_line + "".join(_ending(line) for line in lines[at:-1]) + '"""' + _ending(lines[-1])
+    return _Stub(start, end, text, stub_line, code_lines=2)
+
+
+def _ending(line: str) -> str:
+    return line[len(line.rstrip("\r\n")):]
 
 
 def _blanked(lines: list[str], at: int, stub_line: str) -> str:
-    """``lines`` emptied, keeping their endings, with ``stub_line`` on line ``at``."""
+    """``lines`` emptied, keeping their endings, with ``stub_line`` on line ``at`` (-1: none)."""
     return "".join((stub_line if number == at else "") + line[len(line.rstrip("\r\n")):]
                    for number, line in enumerate(lines))

@@ -86,7 +86,7 @@ def test_a_focused_text_with_stubs_is_parsed_in_pieces():
     left_out = "def other{i}(x):\n    z = x + 1\n    return z * 2\n\n\n"
     source = "import torch\n\n\n" + "".join((kept if i % 2 else left_out).format(i=i) for i in range(40))
     plan = prescreen.plan(source, engine.select_rules())
-    assert plan is not None and plan.focused and "def other0(): pass" in plan.text
+    assert plan is not None and plan.focused and 'def other0(): """gradfix-focus-' in plan.text
     starts = prescreen.piece_starts(ast.parse(source).body, plan.text)
     assert len(starts) == 40  # one after each top-level statement but the last
     pieced = engine._parse_in_pieces(plan.text, starts, 1)

@@ -58,6 +58,12 @@ def planned(source: str, keep_silenced: bool = False):
     return prescreen.plan(source, select_rules(), keep_silenced)
 
 
+def left_out(plan, header: str) -> bool:
+    """Is the definition that starts with ``header`` (``def name``) a stub in the focused text?"""
+    return any(line.lstrip().startswith(header + ("():" if header.startswith("def ") else ":")) and "gradfix-focus-" in line
+               for line in plan.text.splitlines())
+
+
 # --- the shipped examples and fixtures -----------------------------------------------------------------
 
 FIXTURES = all_fixtures()
@@ -759,8 +765,8 @@ def test_far_arguments_are_found():
 
 def test_traced_global_keeps_the_definition_that_reads_it():
     plan = planned(GLOBAL_TRACED)
-    assert "def uses(): pass" not in plan.text and "return x @ W" in plan.text.split("def g")[0]  # uses() is kept
-    assert "def before(): pass" in plan.text and "def after(): pass" in plan.text
+    assert not left_out(plan, "def uses") and "return x @ W" in plan.text.split("def g")[0]  # uses() is kept
+    assert left_out(plan, "def before") and left_out(plan, "def after")
     finding = check_source(GLOBAL_TRACED)[0]
     assert finding.level is Level.ERROR and "(line 11)" in finding.message  # the read in uses()
 
@@ -786,7 +792,7 @@ def test_methods_that_only_read_wanted_attributes_become_stubs():
 
 def test_a_traced_value_keeps_only_definitions_that_switch_requires_grad():
     plan = planned(SWITCHED)
-    assert "def reads(): pass" in plan.text and "V.requires_grad_()" in plan.text
+    assert left_out(plan, "def reads") and "V.requires_grad_()" in plan.text
     assert check_source(SWITCHED) == check_source(SWITCHED, focus=False) != []
 
 
@@ -813,11 +819,11 @@ GLOBAL_ELSEWHERE = src("""
 def test_a_global_statement_keeps_the_focus_and_the_functions_that_rebind_what_is_read():
     plan = planned(GLOBAL_ELSEWHERE)
     assert plan is not None and plan.focused  # `reset` and `helper` left out: nothing kept reads `_cache`
-    assert "def reset(): pass" in plan.text and "def step(x):" in plan.text
+    assert left_out(plan, "def reset") and "def step(x):" in plan.text
     assert_same(GLOBAL_ELSEWHERE)
     reads = GLOBAL_ELSEWHERE.replace("    y.mul_(2)\n", "    y.mul_(len(_cache))\n")
     plan = planned(reads)  # the kept code reads a name `reset` rebinds: `reset` is kept, `helper` is not
-    assert plan.focused and "    global _cache\n" in plan.text and "def helper(): pass" in plan.text
+    assert plan.focused and "    global _cache\n" in plan.text and left_out(plan, "def helper")
     assert_same(reads)
 
 
@@ -825,14 +831,14 @@ def test_a_traced_name_declared_global_keeps_the_function_that_rebinds_it():
     """`g` writes into `state`, which `setup` rebinds: `setup` is analysed too, `unrelated` is not."""
     plan = planned(GLOBAL_STATEMENT)
     assert plan is not None and plan.focused
-    assert "    global state\n    state = torch.sigmoid" in plan.text and "def unrelated(): pass" in plan.text
+    assert "    global state\n    state = torch.sigmoid" in plan.text and left_out(plan, "def unrelated")
     assert_same(GLOBAL_STATEMENT)
 
 
 def test_fresh_name_sees_names_in_left_out_definitions():
     """fresh_name reads the source text, so `other` (which binds h_value) need not be analysed."""
     plan = planned(FRESH_NAME)
-    assert plan is not None and "def other(): pass" in plan.text
+    assert plan is not None and left_out(plan, "def other")
     fixed = fix_source(FRESH_NAME, unsafe_fixes=True, level=Level.WARNING).source
     assert "h_value_1 = torch.tanh(h[0] @ w)" in fixed
     commented = FRESH_NAME.replace("def unrelated():", "# h_value_1 is taken here\ndef unrelated():")
@@ -843,16 +849,17 @@ def test_focused_text_keeps_every_kept_line_and_line_count():
     plan = planned(CLASS_MODULES)
     original, focused = CLASS_MODULES.splitlines(), plan.text.splitlines()
     assert len(original) == len(focused)
-    assert "class Helper: pass" in focused[original.index("class Helper:")]
+    assert focused[original.index("class Helper:")].startswith('class Helper: """gradfix-focus-')
     for before, after in zip(original, focused):
-        assert after == before or after == "" or "pass  # gradfix-focus-" in after
+        # a stub's own line, or the line that closes the string its left-out lines became
+        assert after == before or after == "" or "gradfix-focus-" in after or after == '"""'
 
 
 def test_restore_puts_left_out_definitions_back_byte_for_byte():
     source = IMPORT_ADDED.replace("\n", "\r\n")
     plan = planned(source)
     assert plan.focused and plan.restore(plan.text) == source
-    assert plan.restore(plan.text.replace("pass  # gradfix-focus-0", "pass")) is None
+    assert plan.restore(plan.text.replace("gradfix-focus-0", "gradfix-focus-x")) is None
     fixed = fix_source(source, unsafe_fixes=True).source
     assert "import torch.nn.functional as F\r\nimport torch\r\n" in fixed and "def unrelated():\r\n    pass\r\n" in fixed
 
