@@ -264,6 +264,13 @@ class _Candidate:
     code: str
     line: int
     silenceable: bool  # a finding here is dropped when the context says autograd does not record
+    # Every name in the expression the rule asks the hazard analysis about as the written tensor
+    # (the only one it follows to every use); None: any name of the statement may be.
+    written: Optional[frozenset[str]] = None
+
+
+def _names(expr: Optional[ast.AST]) -> frozenset[str]:
+    return frozenset(node.id for node in ast.walk(expr) if isinstance(node, ast.Name)) if expr is not None else frozenset()
 
 
 class _Syntax:
@@ -284,13 +291,14 @@ class _Syntax:
             if "GF103" in codes and (_data_receiver(target) or _data_under_index(target)):
                 yield _Candidate("GF103", node.lineno, True)
             if "GF101" in codes and not _chain_has(target, "data") and self._augmented_may_write_tensor(node, kinds):
-                yield _Candidate("GF101", node.lineno, True)
+                yield _Candidate("GF101", node.lineno, True, _names(target))
         elif isinstance(node, ast.Assign):
             if "GF104" in codes:
                 for target in node.targets:
                     if (isinstance(target, ast.Subscript) and not _chain_has(target, "data") and not _string_key(target)
                             and self._index_write_may_be_tensor(node, target, kinds)):
-                        yield _Candidate("GF104", node.lineno, True)
+                        # the rule checks every subscript target of the statement
+                        yield _Candidate("GF104", node.lineno, True, frozenset().union(*map(_names, node.targets)))
                         break
             if "GF103" in codes:
                 if any(_data_receiver(t) or _data_under_index(t) for t in node.targets) or (
@@ -359,7 +367,7 @@ class _Syntax:
         if method is not None:
             root = _chain_root(node)
             if "GF102" in codes and not _chain_has(root, "data"):
-                yield _Candidate("GF102", line, True)
+                yield _Candidate("GF102", line, True, _names(root))
             if "GF103" in codes and (_data_receiver(root) or _data_under_index(root)):
                 yield _Candidate("GF103", line, True)
         names = None
@@ -373,11 +381,12 @@ class _Syntax:
             if out is not None and not (isinstance(out.value, ast.Constant) and out.value.value is None):
                 names = names if names is not None else _callee_names(node.func, self.aliases)
                 if names & self.out_names:
-                    yield _Candidate("GF106", line, True)
+                    yield _Candidate("GF106", line, True, _names(out.value))
         if "GF107" in codes:
             names = names if names is not None else _callee_names(node.func, self.aliases)
-            if names & INPLACE_FUNCTION_NAMES and _written_argument(node) is not None and not _chain_has(_written_argument(node), "data"):
-                yield _Candidate("GF107", line, True)
+            written = _written_argument(node)
+            if names & INPLACE_FUNCTION_NAMES and written is not None and not _chain_has(written, "data"):
+                yield _Candidate("GF107", line, True, _names(written))
 
 
 def _subscript_root(expr: ast.AST) -> Optional[ast.AST]:
@@ -1600,8 +1609,10 @@ def _focused(planner: _Planner, whole: Plan) -> Optional[Plan]:
     # A site in module-level code follows every use (rebinding, where a module runs).
     SITE, MODULE, USED = "site", "module", "used"
     candidate_lines: dict[int, list[int]] = {}
+    unit_candidates: dict[int, list[_Candidate]] = {}  # in the order of planner.statements[top]
     for top, candidate in planner.candidates:
         candidate_lines.setdefault(top, []).append(candidate.line)
+        unit_candidates.setdefault(top, []).append(candidate)
     for found_lines in candidate_lines.values():
         found_lines.sort()
     traced_cache: dict[int, set[str]] = {}
@@ -1633,11 +1644,14 @@ def _focused(planner: _Planner, whole: Plan) -> Optional[Plan]:
         if (index, mode) in seen:
             continue
         seen.add((index, mode))
-        written: Optional[set[str]] = None  # names a site's own statements hold: possible write targets
+        written: Optional[set[str]] = None  # names a site's candidates may write into
         if mode == SITE and index not in gf105_units:
             written = set()
-            for statement in planner.statements.get(index, ()):
-                written.update(_WORDS.findall(source[offsets[statement.lineno - 1]:offsets[min(statement.end_lineno or statement.lineno, len(offsets) - 1)]]))
+            for candidate, statement in zip(unit_candidates[index], planner.statements[index]):
+                if candidate.written is not None:
+                    written |= candidate.written
+                else:  # any name of its statement
+                    written.update(_WORDS.findall(source[offsets[statement.lineno - 1]:offsets[min(statement.end_lineno or statement.lineno, len(offsets) - 1)]]))
         pending = {(name, written is None or name in written) for name in traced_from(index)}
         done: set[tuple[str, bool]] = set()
         while pending:
@@ -1660,9 +1674,10 @@ def _focused(planner: _Planner, whole: Plan) -> Optional[Plan]:
                         pending |= {(n, True) for n in traced_from(i)}
             for owner in declared.get(name, ()):
                 # A function that declares the name global binds it too, outside the module-level
-                # bindings the window starts from: keep it, and follow every name it mentions.
+                # bindings the window starts from: keep it, and follow every name it mentions as
+                # a bound value's (as the latest binding's above: to every use only in a module-level chain).
                 keep_whole(owner)
-                pending |= {(n, True) for n in traced_from(owner)}
+                pending |= {(n, mode != SITE) for n in traced_from(owner)}
             pattern = re.compile(_word(name) if full else _word(name) + _GAP + r"\." + _GAP + "requires_grad")
             for other in window:
                 if other not in kept and isinstance(body[other], _DEFINITIONS) and mentions(other, pattern):

@@ -291,6 +291,46 @@ GLOBAL_STATEMENT = src("""
         state.mul_(2)
 """)
 
+READ_AT_THE_SITE = src("""
+    import torch
+
+    SCALE = torch.ones(3)
+
+
+    def reads():
+        return SCALE * 2
+
+
+    def flips():
+        SCALE.requires_grad_()
+
+
+    def site(x):
+        y = torch.sigmoid(x)
+        y.mul_(SCALE)
+        return y
+""")
+
+GLOBAL_OWNER_READS = src("""
+    import torch
+
+    state = None
+    LIMIT = torch.ones(3)
+
+
+    def setup():
+        global state
+        state = torch.sigmoid(torch.randn(3)) * LIMIT
+
+
+    def reads_limit():
+        return LIMIT * 2
+
+
+    def g():
+        state.mul_(2)
+""")
+
 FRESH_NAME = src("""
     import torch
 
@@ -833,6 +873,25 @@ def test_a_traced_name_declared_global_keeps_the_function_that_rebinds_it():
     assert plan is not None and plan.focused
     assert "    global state\n    state = torch.sigmoid" in plan.text and left_out(plan, "def unrelated")
     assert_same(GLOBAL_STATEMENT)
+
+
+def test_a_name_the_site_reads_but_does_not_write_is_followed_to_its_switches_only():
+    """Only the written tensor's uses can save it for backward: `SCALE`, an argument of the
+    write, is followed to its `requires_grad` switches (`flips`), not to its reads (`reads`)."""
+    plan = planned(READ_AT_THE_SITE)
+    assert left_out(plan, "def reads") and not left_out(plan, "def flips")
+    assert_same(READ_AT_THE_SITE)
+    written = READ_AT_THE_SITE.replace("    y = torch.sigmoid(x)\n    y.mul_(SCALE)\n    return y\n", "    SCALE.mul_(x)\n")
+    assert not left_out(planned(written), "def reads")  # now SCALE is the written tensor: its reads matter
+    assert_same(written)
+
+
+def test_the_names_a_global_owner_binds_from_are_followed_as_bound_values():
+    """`setup` binds `state`, which `g` writes: it is kept whole, and `LIMIT`, which it reads, is
+    followed as any bound value is (to its switches), so `reads_limit` is left out."""
+    plan = planned(GLOBAL_OWNER_READS)
+    assert not left_out(plan, "def setup") and left_out(plan, "def reads_limit")
+    assert_same(GLOBAL_OWNER_READS)
 
 
 def test_fresh_name_sees_names_in_left_out_definitions():
