@@ -1190,13 +1190,18 @@ class _Planner:
         self.syntax = _Syntax(self.codes, self.aliases)
         self.scopes: dict[int, _Kinds] = {}
         self._global_owners: Optional[dict[str, set[int]]] = None
+        # (name, top-level class) -> the methods whose code declares the name global; None when the
+        # class body itself does (filled in by global_owners)
+        self.global_methods: dict[tuple[str, int], Optional[list[ast.stmt]]] = {}
         self._names: Optional[_Names] = None
         self._imports: Optional[_Imports] = None
         self.imported: Optional[frozenset[str]] = None
         self.blocks: dict[int, _Block] = {}
         self.walked: set[int] = set()
         self.candidates: list[tuple[int, _Candidate]] = []  # (top-level index, candidate)
-        self.class_members: dict[int, set[int]] = {}  # top-level class -> ids of its methods with candidates
+        # top-level class -> ids of the methods kept whole: those with candidates, and those that
+        # declare a global the analysis needs (see _focused)
+        self.class_members: dict[int, set[int]] = {}
         self.statements: dict[int, list[ast.stmt]] = {}  # top-level statement -> the statements holding candidates
         self.whole_classes: set[int] = set()  # classes with a candidate outside any method
         self.module_block = _Block(tree.body)
@@ -1381,8 +1386,14 @@ class _Planner:
             for line in sorted(self.hit_lines(GLOBAL_STATEMENT)):
                 for path in self.paths_at(line):
                     if isinstance(path[-1], ast.Global):
+                        top = index[id(path[0])]
                         for name in path[-1].names:
-                            self._global_owners.setdefault(name, set()).add(index[id(path[0])])
+                            self._global_owners.setdefault(name, set()).add(top)
+                            if isinstance(path[0], ast.ClassDef):
+                                method = path[1] if len(path) > 2 and isinstance(path[1], _FUNCTIONS) else None
+                                methods = self.global_methods.get((name, top), [])
+                                if methods is not None:
+                                    self.global_methods[(name, top)] = methods + [method] if method is not None else None
         return self._global_owners
 
     def names(self) -> "_Names":
@@ -1635,10 +1646,17 @@ def _focused(planner: _Planner, whole: Plan) -> Optional[Plan]:
     seen: set[tuple[int, str]] = set()
     declared = planner.global_owners()
 
-    def keep_whole(index: int) -> None:
+    def keep_owner(name: str, index: int) -> set[str]:
+        """Keep the code of ``index`` that declares ``name`` global; the names it traces."""
         kept.add(index)
-        if isinstance(body[index], ast.ClassDef):
-            planner.whole_classes.add(index)  # the method that declares it is not left out
+        methods = planner.global_methods.get((name, index))
+        if not isinstance(body[index], ast.ClassDef) or methods is None:
+            if isinstance(body[index], ast.ClassDef):
+                planner.whole_classes.add(index)
+            return traced_from(index)
+        # the rest of the class is left out or kept as for any kept class (_left_out_methods)
+        planner.class_members.setdefault(index, set()).update(id(method) for method in methods)
+        return set().union(*(_traced_names(method, names) for method in methods))
     while queue:
         index, mode = queue.pop()
         if (index, mode) in seen:
@@ -1676,8 +1694,7 @@ def _focused(planner: _Planner, whole: Plan) -> Optional[Plan]:
                 # A function that declares the name global binds it too, outside the module-level
                 # bindings the window starts from: keep it, and follow every name it mentions as
                 # a bound value's (as the latest binding's above: to every use only in a module-level chain).
-                keep_whole(owner)
-                pending |= {(n, mode != SITE) for n in traced_from(owner)}
+                pending |= {(n, mode != SITE) for n in keep_owner(name, owner)}
             pattern = re.compile(_word(name) if full else _word(name) + _GAP + r"\." + _GAP + "requires_grad")
             for other in window:
                 if other not in kept and isinstance(body[other], _DEFINITIONS) and mentions(other, pattern):
@@ -1695,7 +1712,7 @@ def _focused(planner: _Planner, whole: Plan) -> Optional[Plan]:
                 pattern = re.compile(_word(name))
                 if any(mentions(i, pattern) for i in kept):
                     for owner in owners:
-                        keep_whole(owner)
+                        keep_owner(name, owner)
                     del pending_names[name]
                     grew = True
     left_out: list[ast.stmt] = [body[i] for i in definitions if i not in kept]

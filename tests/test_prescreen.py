@@ -331,6 +331,26 @@ GLOBAL_OWNER_READS = src("""
         state.mul_(2)
 """)
 
+CLASS_DECLARES_GLOBAL = src("""
+    import torch
+
+    _cache = None
+
+
+    class Runner:
+        def reset(self):
+            global _cache
+            _cache = torch.zeros(3)
+
+        def describe(self):
+            return "runner"
+
+        def step(self, x):
+            y = torch.sigmoid(x)
+            y.mul_(_cache)
+            return y
+""")
+
 FRESH_NAME = src("""
     import torch
 
@@ -892,6 +912,15 @@ def test_the_names_a_global_owner_binds_from_are_followed_as_bound_values():
     plan = planned(GLOBAL_OWNER_READS)
     assert not left_out(plan, "def setup") and left_out(plan, "def reads_limit")
     assert_same(GLOBAL_OWNER_READS)
+
+
+def test_a_class_that_declares_a_global_keeps_the_declaring_method_not_the_whole_class():
+    plan = planned(CLASS_DECLARES_GLOBAL)
+    assert "        global _cache\n" in plan.text and left_out(plan, "def describe")
+    assert_same(CLASS_DECLARES_GLOBAL)
+    in_the_body = CLASS_DECLARES_GLOBAL.replace("class Runner:\n", "class Runner:\n    global _cache\n")
+    assert not left_out(planned(in_the_body), "def describe")  # declared by the class body: kept whole
+    assert_same(in_the_body)
 
 
 def test_fresh_name_sees_names_in_left_out_definitions():
