@@ -496,7 +496,10 @@ def _children(node: ast.AST) -> list[ast.AST]:
 class _Scope:
     """The bindings of one function or class body, by name (libcst's scope for a local name)."""
 
-    def __init__(self, owner: ast.AST) -> None:
+    def __init__(self, owner: ast.AST, walrus: bool = True) -> None:
+        """``walrus``: the code may hold ``:=``, the one binding an expression can make in this
+        scope (a lambda's or a comprehension's names are their own); without one, no expression
+        is walked."""
         self.names: dict[str, list[_Binding]] = {}
         if isinstance(owner, _FUNCTIONS):
             arguments = owner.args
@@ -506,6 +509,8 @@ class _Scope:
         stack: list[ast.AST] = list(owner.body)  # type: ignore[attr-defined]
         while stack:
             node = stack.pop()
+            if not walrus and isinstance(node, ast.expr):
+                continue
             if type(node) in _BINDS_NOTHING:
                 stack.extend(_children(node))
                 continue
@@ -1188,6 +1193,7 @@ class _Planner:
         self.aliases = import_aliases(source, INPLACE_FUNCTION_NAMES | INPLACE_ARGUMENT_NAMES | GRAD_MODE_NAMES
                                       | (_out_function_names() if "GF106" in self.codes else frozenset()))
         self.syntax = _Syntax(self.codes, self.aliases)
+        self.walrus = ":=" in source  # else no expression binds a name in its scope (see _Scope)
         self.scopes: dict[int, _Kinds] = {}
         self._global_owners: Optional[dict[str, set[int]]] = None
         # (name, top-level class) -> the methods whose code declares the name global; None when the
@@ -1319,7 +1325,7 @@ class _Planner:
         if kinds is None:
             if self.imported is None:
                 self.imported = imported_words(self.source)
-            scope = _Scope(owner)
+            scope = _Scope(owner, walrus=self.walrus)
             if owner is self.tree:
                 for name in self.global_names():
                     scope.names.setdefault(name, []).append(_Binding(_ANY))  # bound in a function too
