@@ -330,6 +330,10 @@ if hasattr(cst, "TemplatedStringText"):  # libcst 1.9: t-strings
 _SOURCE_ORDER = {cst.Module: ("header", "body", "footer"), cst.IndentedBlock: ("header", "body", "footer")}
 
 
+# The clauses between a compound statement and a block of its own, at the statement's indentation.
+_CLAUSES = frozenset({cst.If, cst.Else, cst.Finally, cst.ExceptHandler, cst.ExceptStarHandler})
+
+
 class ModuleFacts(NamedTuple):
     """What one walk over a module's fields gives (:func:`module_facts`)."""
 
@@ -389,16 +393,22 @@ def module_facts(module: cst.Module, collect: frozenset[type] = frozenset()) -> 
             store_field = store_fields.get(kind)
             if store_field is not None:
                 targets.append(getattr(node, store_field))
-            if unit_indents and id(node) in unit_indents:
-                indent = unit_indents.pop(id(node))
-                body = node.body if kind is cst.ClassDef else None  # type: ignore[attr-defined]
-                if type(body) is cst.IndentedBlock:  # its statements are the units, not the class
-                    inner = (*indent, default_indent if body.indent is None else body.indent)
-                    unit_indents.update((id(statement), inner) for statement in body.body)
+            if id(node) in unit_indents:
+                unit_starts[id(node)] = (line, unit_indents.pop(id(node)))
+            elif kind is cst.IndentedBlock:
+                if not node.body:  # type: ignore[attr-defined]
+                    line += 1  # code generation writes `pass` and a line break (a parse never gives one)
                 else:
-                    unit_starts[id(node)] = (line, indent)
-            elif kind is cst.IndentedBlock and not node.body:  # type: ignore[attr-defined]
-                line += 1  # code generation writes `pass` and a line break (a parse never gives one)
+                    # A block's statements are units too, indented one step further than the unit
+                    # that holds the block (through `else:`, `elif`, `except:`, `finally:`, which
+                    # sit at its indentation; a `case:` body is left to the `match` unit).
+                    owner = parents.get(id(node))
+                    while owner is not None and id(owner) not in unit_starts and type(owner) in _CLAUSES:
+                        owner = parents.get(id(owner))
+                    if owner is not None and id(owner) in unit_starts:
+                        block_indent = default_indent if node.indent is None else node.indent  # type: ignore[attr-defined]
+                        inner = (*unit_starts[id(owner)][1], block_indent)
+                        unit_indents.update((id(statement), inner) for statement in node.body)  # type: ignore[attr-defined]
         names = fields.get(kind)
         if names is None:
             names = fields[kind] = _walk_order(kind)
@@ -538,12 +548,14 @@ def positions(module: cst.Module) -> dict[int, Span]:
 class Positions:
     """PositionProvider's ranges (as spans, by node), computed for one unit at a time when asked.
 
-    The units are the top-level statements and, in classes, the statements of the class
-    body: a rule asks about a few of them, and recording every node's position costs a
-    third of the metadata. The walk of :func:`module_facts` counts the line breaks before
-    each unit; a unit's own code generation, from there and with its indentation, gives
-    its nodes the positions the whole module's gives them. A node outside every unit (a
-    class's header, the module) has every position computed at once.
+    The units are the statements: at module level and in the indented blocks of classes,
+    functions and compound statements (not those of ``case`` clauses). A rule asks about a
+    few nodes, and recording every node's position costs a third of the metadata, so a
+    node's positions come from the code generation of the innermost unit that holds it. The
+    walk of :func:`module_facts` counts the line breaks before each unit; a unit's own code
+    generation, from there and with its indentation, gives its nodes the positions the whole
+    module's gives them. A node outside every unit (the module's header) has every position
+    computed at once.
     """
 
     def __init__(self, module: cst.Module, facts: ModuleFacts) -> None:

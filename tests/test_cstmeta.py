@@ -88,6 +88,15 @@ UNITS = (
     "\tdef after(self):\n\t\treturn 1\n"
     "  # indented comment after the class\n"
     "def f():\n    class Local:\n        y = 2\n    return Local\n"
+    # blocks inside functions: their statements are units too, through else/elif/except/finally
+    "async def g(a):\n"
+    "  if a:\n     try:\n         x = '''1\n2'''\n     except (E,\n             F) as e:\n         pass\n"
+    "     finally:\n         y = 1 + \\\n             2\n"
+    "  elif b:  # elif\n      async with c as d:\n          # inside\n\n          z = 3\n"
+    "  else:\n      for i in r:\n          continue\n      else:\n          while i:\n              break\n"
+    "  match a:\n      case [1, *rest]:\n          w = rest\n      case _:\n          @deco\n"
+    "          def inner(): return 4\n"
+    "  return (lambda: 5)\n"
 )
 CRLF = [("crlf", STORES.replace("\n", "\r\n")), ("backslash", "x = 1 + \\\n    2\ny = '''a\nb''' + \"c\"\n"),
         ("units", UNITS), ("units-crlf", UNITS.replace("\n", "\r\n"))]
@@ -282,6 +291,10 @@ def test_positions_a_unit_at_a_time_equal_libcsts(name, source):
     random.Random(len(source)).shuffle(nodes)
     lazy = cstmeta.Positions(module, facts)
     for node in nodes[:300]:  # a unit at a time, in no particular order
+        assert cstmeta.code_range(lazy[node]) == want[node], (name, type(node).__name__)
+    assert not lazy._everything
+    lazy = cstmeta.Positions(module, facts)
+    for node in nodes:  # every node in a statement, each from its innermost unit first
         assert cstmeta.code_range(lazy[node]) == want[node], (name, type(node).__name__)
     assert not lazy._everything
     for node in want:  # then every node, the class headers and the module too
