@@ -70,6 +70,11 @@ def _word(name: str) -> str:
     return re.escape(name) + r"(?!\w)(?<!\w" + re.escape(name) + ")"
 
 
+# The patterns built from names, compiled once each: a run over a tree builds thousands, more
+# than ``re``'s own cache keeps, and compiling one costs as much as searching a long file.
+_compiled = lru_cache(maxsize=16384)(re.compile)
+
+
 INPLACE_FUNCTION_NAMES = frozenset(name.rsplit(".", 1)[-1] for name in INPLACE_FUNCTIONS)
 INPLACE_ARGUMENT_NAMES = frozenset(FUNCTIONAL) | frozenset(INPLACE_MODULES)
 GRAD_MODE_NAMES = frozenset({"no_grad", "inference_mode", "enable_grad", "set_grad_enabled"})
@@ -1274,7 +1279,7 @@ class _Planner:
                 if rule.code == "GF107":
                     aliased = [a for a, names in self.aliases.items() if names & INPLACE_FUNCTION_NAMES]
                     for alias in aliased:
-                        lines |= self.hit_lines(re.compile(_word(alias)))
+                        lines |= self.hit_lines(_compiled(_word(alias)))
             else:
                 lines |= self.hit_lines(rule.prescreen)
         for line in sorted(lines):
@@ -1404,7 +1409,7 @@ class _Planner:
 
     def names(self) -> "_Names":
         if self._names is None:
-            self._names = _Names(self.tree)
+            self._names = _Names(self.tree, walrus=self.walrus)
         return self._names
 
     def imports(self) -> "_Imports":
@@ -1455,7 +1460,9 @@ class _Names:
 
     TORCH_IMPORT, IMPORT, DEFINITION, OTHER = "torch-import", "import", "definition", "other"
 
-    def __init__(self, tree: ast.Module) -> None:
+    def __init__(self, tree: ast.Module, walrus: bool = True) -> None:
+        """``walrus``: the module may hold ``:=``; without one, the only expressions that bind a
+        module-level name are the targets of statements (a comprehension's names are its own)."""
         self.kinds: dict[str, set[str]] = {}
         self.bound_by: dict[str, list[int]] = {}  # name -> indexes of the top-level statements binding it
         for index, statement in enumerate(tree.body):
@@ -1465,6 +1472,13 @@ class _Names:
             pending: list[ast.AST] = [statement]
             while pending:
                 node = pending.pop()
+                if not walrus:
+                    if isinstance(node, ast.expr):
+                        continue
+                    for target in _statement_targets(node):
+                        for name in ast.walk(target):
+                            if isinstance(name, ast.Name) and not isinstance(name.ctx, ast.Load):
+                                self._add(name.id, self.OTHER, index)
                 pending.extend(_children(node))
                 if isinstance(node, ast.Name) and not isinstance(node.ctx, ast.Load):
                     self._add(node.id, self.OTHER, index)
@@ -1492,6 +1506,17 @@ class _Names:
 
     def torch_only(self, name: str) -> bool:
         return self.kinds.get(name) == {self.TORCH_IMPORT}
+
+
+def _statement_targets(node: ast.AST) -> list[ast.expr]:
+    """The expressions a statement binds or deletes names through (``a, b = ...``, ``for i in``)."""
+    if isinstance(node, (ast.Assign, ast.Delete)):
+        return node.targets
+    if isinstance(node, (ast.AugAssign, ast.AnnAssign, ast.For, ast.AsyncFor)):
+        return [node.target]
+    if isinstance(node, (ast.With, ast.AsyncWith)):
+        return [item.optional_vars for item in node.items if item.optional_vars is not None]
+    return []
 
 
 def _traced_names(root: ast.AST, names: _Names) -> set[str]:
@@ -1559,9 +1584,9 @@ def _declarations_kept(text: str, source: str, names: set[str]) -> bool:
     """Where ``text`` (the focused text) mentions a name a ``global`` statement declares, does it
     keep every such statement of ``source``? (A function left out would hide a binding.)"""
     for name in names:
-        if re.search(_word(name), text) is None:
+        if _compiled(_word(name)).search(text) is None:
             continue
-        declaration = re.compile(r"(?<![\w.])global[ \t]+[^\n#]*" + _word(name))
+        declaration = _compiled(r"(?<![\w.])global[ \t]+[^\n#]*" + _word(name))
         if len(declaration.findall(text)) != len(declaration.findall(source)):
             return False
     return True
@@ -1701,7 +1726,7 @@ def _focused(planner: _Planner, whole: Plan) -> Optional[Plan]:
                 # bindings the window starts from: keep it, and follow every name it mentions as
                 # a bound value's (as the latest binding's above: to every use only in a module-level chain).
                 pending |= {(n, mode != SITE) for n in keep_owner(name, owner)}
-            pattern = re.compile(_word(name) if full else _word(name) + _GAP + r"\." + _GAP + "requires_grad")
+            pattern = _compiled(_word(name) if full else _word(name) + _GAP + r"\." + _GAP + "requires_grad")
             for other in window:
                 if other not in kept and isinstance(body[other], _DEFINITIONS) and mentions(other, pattern):
                     kept.add(other)
@@ -1715,7 +1740,7 @@ def _focused(planner: _Planner, whole: Plan) -> Optional[Plan]:
         while grew:
             grew = False
             for name, owners in list(pending_names.items()):
-                pattern = re.compile(_word(name))
+                pattern = _compiled(_word(name))
                 if any(mentions(i, pattern) for i in kept):
                     for owner in owners:
                         keep_owner(name, owner)
