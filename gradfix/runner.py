@@ -172,7 +172,7 @@ def _from_cache(path: str, display: str, cache: Cache) -> Optional[FileOutcome]:
 # --- the pool ------------------------------------------------------------------------------
 
 _worker_job: Optional[_Job] = None
-WORKER_GC_THRESHOLDS = (100_000, 10, 10)  # the defaults: (700, 10, 10)
+WORKER_GC_THRESHOLDS = (400_000, 10, 10)  # the defaults: (700, 10, 10)
 
 
 def _worker_init(job: _Job) -> None:
@@ -183,7 +183,8 @@ def _worker_init(job: _Job) -> None:
     # A file's trees are millions of young objects, and the engine breaks the cycles in its
     # analyses (RuleContext.release), so reference counting frees them: the collector need not
     # look at what every worker imported, nor run as often as the defaults make it. Over all of
-    # torch's sources the collector's time falls from 7.8 s with the defaults to under 1 s.
+    # torch's sources, in one process, the collector's time is 7.8 s with the defaults, 0.9 s
+    # with 100,000 and 0.2 s with 400,000, at the same peak memory.
     gc.freeze()
     gc.set_threshold(*WORKER_GC_THRESHOLDS)
 
