@@ -1463,6 +1463,7 @@ class _Names:
     def __init__(self, tree: ast.Module, walrus: bool = True) -> None:
         """``walrus``: the module may hold ``:=``; without one, the only expressions that bind a
         module-level name are the targets of statements (a comprehension's names are its own)."""
+        self.walrus = walrus
         self.kinds: dict[str, set[str]] = {}
         self.bound_by: dict[str, list[int]] = {}  # name -> indexes of the top-level statements binding it
         for index, statement in enumerate(tree.body):
@@ -1519,39 +1520,99 @@ def _statement_targets(node: ast.AST) -> list[ast.expr]:
     return []
 
 
-def _traced_names(root: ast.AST, names: _Names) -> set[str]:
+def _traced_names(root: ast.AST, names: _Names,
+                  local_names: Optional[dict[int, tuple[frozenset[str], frozenset[str]]]] = None) -> set[str]:
     """Module-level names ``root`` uses where an analysis may follow them to other definitions.
 
     The hazard analysis looks at every use of a module-level name it traces (a read by an
     op that saves its input, ``requires_grad_()``), wherever that use is. It traces the
     targets of writes and the values they were bound from; never a callee, an annotation,
-    or the object of an attribute other than a view, an in-place method or ``.data``.
+    or the object of an attribute other than a view, an in-place method or ``.data``. A
+    name a function, lambda or comprehension binds for itself is no module-level name
+    there (``local_names``: a cache of :func:`_own_names`, by the function's ``id``).
     """
     found: set[str] = set()
     kinds = names.kinds
-    stack: list[ast.AST] = [root]
+    cache = local_names if local_names is not None else {}
+    stack: list[tuple[ast.AST, frozenset[str]]] = [(root, frozenset())]
     while stack:
-        node = stack.pop()
-        if isinstance(node, ast.Name):
-            if node.id in kinds:
-                found.add(node.id)
+        node, local = stack.pop()
+        kind = type(node)
+        if kind is ast.Name:
+            if node.id in kinds and node.id not in local:  # type: ignore[attr-defined]
+                found.add(node.id)  # type: ignore[attr-defined]
             continue
-        skip: tuple = _ANNOTATION_FIELDS.get(type(node), ())  # type: ignore[assignment]
-        for name in _child_fields(type(node)):
+        if kind in _OWN_SCOPES:
+            # defaults run in the enclosing scope; the body in the function's (decorators and
+            # annotations are not traced)
+            arguments = node.args  # type: ignore[attr-defined]
+            stack.extend((default, local) for default in [*arguments.defaults, *arguments.kw_defaults] if default is not None)
+            own, declared = _own_names(node, names.walrus, cache)
+            inner = (local - declared) | own if declared else local | own
+            body = node.body  # type: ignore[attr-defined]
+            stack.extend((statement, inner) for statement in (body if type(body) is list else [body]))
+            continue
+        if kind in _COMPREHENSIONS:
+            # the first iterable runs in the enclosing scope; the rest sees the loop names
+            generators = node.generators  # type: ignore[attr-defined]
+            inner = local.union(*(_names_in(generator.target) for generator in generators))
+            stack.append((generators[0].iter, local))
+            stack.extend((part, inner) for generator in generators for part in [generator.target, *generator.ifs])
+            stack.extend((generator.iter, inner) for generator in generators[1:])
+            stack.extend((part, inner) for part in ([node.key, node.value] if kind is ast.DictComp else [node.elt]))  # type: ignore[attr-defined]
+            continue
+        skip: tuple = _ANNOTATION_FIELDS.get(kind, ())  # type: ignore[assignment]
+        for name in _child_fields(kind):
             if name in skip:
                 continue
             value = getattr(node, name, None)
             if isinstance(value, list):
-                stack.extend(item for item in value if isinstance(item, ast.AST))
+                stack.extend((item, local) for item in value if isinstance(item, ast.AST))
             elif isinstance(value, ast.AST):
-                if isinstance(node, ast.Call) and name == "func" and isinstance(value, ast.Name):
+                if kind is ast.Call and name == "func" and isinstance(value, ast.Name):
                     continue
-                if isinstance(node, ast.Attribute) and isinstance(value, ast.Name):
-                    if node.attr not in TRACED_ATTRIBUTES:
+                if kind is ast.Attribute and isinstance(value, ast.Name):
+                    if node.attr not in TRACED_ATTRIBUTES:  # type: ignore[attr-defined]
                         continue
-                    if names.torch_only(value.id) and node.attr != "data":
+                    if names.torch_only(value.id) and node.attr != "data":  # type: ignore[attr-defined]
                         continue  # `torch.relu_(x)`, `torch.view(x)`: torch functions, which trace their arguments
-                stack.append(value)
+                stack.append((value, local))
+    return found
+
+
+_OWN_SCOPES = frozenset({ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda})
+_COMPREHENSIONS = frozenset({ast.ListComp, ast.SetComp, ast.GeneratorExp, ast.DictComp})
+
+
+def _own_names(function: ast.AST, walrus: bool,
+               cache: dict[int, tuple[frozenset[str], frozenset[str]]]) -> tuple[frozenset[str], frozenset[str]]:
+    """The names a function or lambda binds for itself (its parameters, whatever its body binds,
+    what inner functions declare nonlocal), and those it declares global: module-level names
+    there, whatever an enclosing function binds."""
+    found = cache.get(id(function))
+    if found is None:
+        if isinstance(function, ast.Lambda):
+            arguments = function.args
+            found = (frozenset(a.arg for a in [*arguments.posonlyargs, *arguments.args, arguments.vararg,
+                                               *arguments.kwonlyargs, arguments.kwarg] if a is not None), frozenset())
+        else:
+            declared = frozenset(_declared_global(function))
+            found = (frozenset(_Scope(function, walrus).names) - declared, declared)
+        cache[id(function)] = found
+    return found
+
+
+def _declared_global(function: ast.AST) -> set[str]:
+    """The names ``global`` statements of the function itself declare (not of the functions and
+    classes in it, whose declarations are theirs)."""
+    found: set[str] = set()
+    stack: list[ast.AST] = list(function.body)  # type: ignore[attr-defined]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, ast.Global):
+            found.update(node.names)
+        elif not isinstance(node, _DEFINITIONS):
+            stack.extend(child for child in _children(node) if not isinstance(child, ast.expr))
     return found
 
 
@@ -1658,6 +1719,7 @@ def _focused(planner: _Planner, whole: Plan) -> Optional[Plan]:
     for found_lines in candidate_lines.values():
         found_lines.sort()
     traced_cache: dict[int, set[str]] = {}
+    local_names: dict[int, tuple[frozenset[str], frozenset[str]]] = {}  # by function (see _traced_names)
 
     def traced_from(index: int) -> set[str]:
         """The module-level names an analysis can follow from statement ``index``: in a long
@@ -1666,7 +1728,7 @@ def _focused(planner: _Planner, whole: Plan) -> Optional[Plan]:
             roots = _element_roots(body[index], candidate_lines.get(index, []))
             found: set[str] = set()
             for root in roots if roots is not None else [body[index]]:
-                found |= _traced_names(root, names)
+                found |= _traced_names(root, names, local_names)
             traced_cache[index] = found
         return traced_cache[index]
     kept |= sites
@@ -1687,7 +1749,7 @@ def _focused(planner: _Planner, whole: Plan) -> Optional[Plan]:
             return traced_from(index)
         # the rest of the class is left out or kept as for any kept class (_left_out_methods)
         planner.class_members.setdefault(index, set()).update(id(method) for method in methods)
-        return set().union(*(_traced_names(method, names) for method in methods))
+        return set().union(*(_traced_names(method, names, local_names) for method in methods))
     while queue:
         index, mode = queue.pop()
         if (index, mode) in seen:

@@ -351,6 +351,46 @@ CLASS_DECLARES_GLOBAL = src("""
             return y
 """)
 
+LOCAL_SHADOWS_MODULE_NAME = src("""
+    import torch
+
+    size = torch.ones(3)
+    t = torch.ones(3)
+
+
+    def reads_size():
+        return size * 2
+
+
+    def reads_t():
+        return t * 2
+
+
+    def site(x):
+        size = torch.sigmoid(x)
+        size.mul_(sum(t for t in x))
+        return size
+""")
+
+GLOBAL_IN_A_NESTED_FUNCTION = src("""
+    import torch
+
+    W = torch.ones(3)
+
+
+    def reads():
+        return W * 2
+
+
+    def outer(x):
+        W = x
+
+        def inner():
+            global W
+            W.mul_(2)
+        return inner, W
+""")
+
 FRESH_NAME = src("""
     import torch
 
@@ -921,6 +961,24 @@ def test_a_class_that_declares_a_global_keeps_the_declaring_method_not_the_whole
     in_the_body = CLASS_DECLARES_GLOBAL.replace("class Runner:\n", "class Runner:\n    global _cache\n")
     assert not left_out(planned(in_the_body), "def describe")  # declared by the class body: kept whole
     assert_same(in_the_body)
+
+
+def test_a_name_a_function_or_comprehension_binds_for_itself_is_not_followed_elsewhere():
+    """`size` is the site's own local and `t` its generator's: the module-level tensors with those
+    names are never what the site writes or reads, so the functions that read them are left out."""
+    plan = planned(LOCAL_SHADOWS_MODULE_NAME)
+    assert left_out(plan, "def reads_size") and left_out(plan, "def reads_t")
+    assert_same(LOCAL_SHADOWS_MODULE_NAME)
+    module_level = LOCAL_SHADOWS_MODULE_NAME.replace("    size = torch.sigmoid(x)\n", "")
+    assert module_level != LOCAL_SHADOWS_MODULE_NAME
+    assert not left_out(planned(module_level), "def reads_size")  # now the site writes the module's `size`
+    assert_same(module_level)
+
+
+def test_a_name_declared_global_in_a_nested_function_is_the_modules():
+    plan = planned(GLOBAL_IN_A_NESTED_FUNCTION)
+    assert not left_out(plan, "def reads")  # `inner` writes the module's W, which `reads` saves
+    assert_same(GLOBAL_IN_A_NESTED_FUNCTION)
 
 
 def test_fresh_name_sees_names_in_left_out_definitions():
