@@ -105,8 +105,9 @@ INPLACE_NAME = re.compile(r"_(?!\w)(?<=[A-Za-z0-9]_)")
 DATA_ATTRIBUTE = re.compile(r"\." + _GAP + r"data(?!\w)")
 #: GF104: an assignment into a subscript: `] =` (also `(x[i]) =`).
 SUBSCRIPT_ASSIGNMENT = re.compile(r"\][\s)\\]*(?:#[^\r\n]*[\r\n][\s)\\]*)*=(?!=)")
-#: GF105: `inplace=True`, or a `True` passed by position (`nn.ReLU(True)`).
-INPLACE_TRUE = re.compile(_word("inplace") + _GAP + "=" + _GAP + _word("True") + "|" + _word("True"))
+#: GF105: `inplace=True`, or a `True` passed by position (`nn.ReLU(True)`, `inplace=(True)`): after
+#: a `(` or a `,` (most `True`s in code are keyword values, returns and assignments).
+INPLACE_TRUE = re.compile(_word("inplace") + _GAP + "=" + _GAP + _word("True") + "|[(,]" + _GAP + _word("True"))
 #: GF106: an `out=` keyword argument (not `out = ...`, not `out == ...`).
 OUT_KEYWORD = re.compile(r"[(,]" + _GAP + r"out(?!\w)" + _GAP + r"=(?!=)")
 

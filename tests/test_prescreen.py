@@ -1156,6 +1156,8 @@ def test_bom_and_null_bytes_fail_as_before():
     ("(x[0]  # c\n) = 1", prescreen.SUBSCRIPT_ASSIGNMENT),
     ("nn.ReLU(True)", prescreen.INPLACE_TRUE),
     ("F.relu(x, inplace = True)", prescreen.INPLACE_TRUE),
+    ("F.relu(x, inplace=(True))", prescreen.INPLACE_TRUE),
+    ("nn.Dropout(0.5,  # p\n           True)", prescreen.INPLACE_TRUE),
     ("torch.add(a, b,  # c\n out=c)", prescreen.OUT_KEYWORD),
 ])
 def test_text_patterns_find(text, pattern):
@@ -1169,6 +1171,7 @@ def test_text_patterns_find(text, pattern):
     ("metadata = 1; self.database", prescreen.DATA_ATTRIBUTE),
     ("x[0] == 1", prescreen.SUBSCRIPT_ASSIGNMENT),
     ("Trueish = 1", prescreen.INPLACE_TRUE),
+    ("return True\nx = True\nf(strict=True)\ny = [True]", prescreen.INPLACE_TRUE),  # no positional True
     ("out = self.conv(x)\nout == y\nf(out_=1)", prescreen.OUT_KEYWORD),
 ])
 def test_text_patterns_skip(text, pattern):
