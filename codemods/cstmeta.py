@@ -31,7 +31,7 @@ import textwrap
 import threading
 import types
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator, NamedTuple, Optional, Sequence
+from typing import Any, Callable, Iterator, NamedTuple, Optional, Sequence, Union
 
 import libcst as cst
 from libcst._nodes.base import CSTNode
@@ -358,7 +358,12 @@ def _walk_order(kind: type) -> tuple[str, ...]:
             raise RuntimeError("libcst's ClassDef no longer visits its body: cstmeta needs updating")
     if order:
         names = list(order) + [name for name in names if name not in order]
-    return tuple(reversed(names))
+    text_only = {f.name for f in dataclasses.fields(kind) if f.type in _TEXT_TYPES}
+    return tuple(reversed([name for name in names if name not in text_only]))
+
+
+# The field types that never hold a node (a Name's value, an EmptyLine's indent): not walked.
+_TEXT_TYPES = (str, bool, Optional[str], Union[str, cst.MaybeSentinel])
 
 
 def module_facts(module: cst.Module, collect: frozenset[type] = frozenset()) -> ModuleFacts:
