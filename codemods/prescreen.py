@@ -1812,8 +1812,9 @@ def _focused(planner: _Planner, whole: Plan) -> Optional[Plan]:
     left_out: list[ast.stmt] = [body[i] for i in definitions if i not in kept]
     for index in sorted(kept):
         if isinstance(body[index], ast.ClassDef) and index not in planner.whole_classes:
+            follows_values = any(c.code in ("GF105", "GF106") for c in unit_candidates.get(index, ()))
             left_out.extend(_left_out_methods(body[index], planner.class_members.get(index, set()), full_names,
-                                              switch_names, index in gf105_units, source, offsets))
+                                              switch_names, index in gf105_units, follows_values, source, offsets))
     tables = _left_out_tables(body, kept, sites, full_names | switch_names, unit_text)
     left_out.extend(tables)
     table_ids = {id(t) for t in tables}
@@ -2087,18 +2088,20 @@ _WORDS = re.compile(r"\w+")
 
 
 def _left_out_methods(cls: ast.ClassDef, with_candidates: set[int], traced: set[str], switched: set[str],
-                      references_matter: bool, source: str, offsets: list[int]) -> list[ast.stmt]:
+                      references_matter: bool, follows_values: bool, source: str, offsets: list[int]) -> list[ast.stmt]:
     """The methods of a kept class that no analysis of the kept ones reads.
 
     The class-wide analyses (modules built in ``__init__``, parameters, buffers) look up, by
     name, the ``self.<name> = value`` assignments and ``register_buffer`` calls anywhere in the
-    class, and follow the value assigned; GF105 also looks up every ``self.<name>`` use (where a
-    submodule runs). So the wanted attributes start as those the methods with candidates, the
-    class statements and the otherwise kept methods mention (a local name there may carry one to
-    a site); a method that assigns a wanted attribute (``self.a =``, ``self.a:``) is kept and adds
-    the attributes it mentions; with ``references_matter`` (a GF105 candidate) a method that
-    merely mentions one is kept too. Methods that register a buffer, or use a module-level name
-    an analysis traces, are kept; the rest become stubs.
+    class; GF105 also looks up every ``self.<name>`` use (where a submodule runs). So the wanted
+    attributes start as those the methods with candidates, the class statements and the
+    otherwise kept methods mention (a local name there may carry one to a site); a method that
+    assigns a wanted attribute (``self.a =``, ``self.a:``) is kept; with ``references_matter``
+    (a GF105 candidate) a method that merely mentions one is kept too. Only GF105 and GF106
+    follow an assigned value further (through the locals and attributes of the method that
+    assigns it): with ``follows_values``, a method kept that way adds the attributes it
+    mentions. Methods that register a buffer, or use a module-level name an analysis traces,
+    are kept; the rest become stubs.
     """
     methods = [m for m in cls.body if isinstance(m, _FUNCTIONS)]
     if not methods:
@@ -2127,8 +2130,9 @@ def _left_out_methods(cls: ast.ClassDef, with_candidates: set[int], traced: set[
         still = []
         for method, found, assigned in pending:
             if assigned & attributes:
-                attributes |= found
-                changed = True
+                if follows_values and not found <= attributes:
+                    attributes |= found
+                    changed = True
             else:
                 still.append((method, found, assigned))
         pending = still

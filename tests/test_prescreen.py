@@ -654,6 +654,24 @@ ATTRIBUTE_CHAIN = src("""
             return self.h
 """)
 
+ASSIGNED_FROM_ANOTHER_ATTRIBUTE = src("""
+    import torch
+    from torch import nn
+
+
+    class Cell(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.h = self.w * 2
+
+        def set_w(self):
+            self.w = nn.Parameter(torch.ones(3))
+
+        def forward(self, x):
+            self.h.add_(x)
+            return self.h
+""")
+
 CALLEES = src("""
     import torch
     import torch.nn as nn
@@ -888,6 +906,18 @@ def test_methods_that_only_read_wanted_attributes_become_stubs():
     findings = check_source(ATTRIBUTE_CHAIN)
     assert findings == check_source(ATTRIBUTE_CHAIN, focus=False)
     assert {(f.line, f.level) for f in findings} == {(27, Level.ERROR), (28, Level.ERROR)}, findings  # 28: through build, make_base
+
+
+def test_only_gf105_and_gf106_follow_an_assigned_attribute_to_the_attributes_its_method_mentions():
+    """`__init__` assigns `self.h`, which `forward` writes: it is kept. The hazard analysis reads
+    how `self.h` is assigned, not what `self.w` is, so `set_w` is left out; GF106, which follows
+    the assigned value, keeps it."""
+    plan = planned(ASSIGNED_FROM_ANOTHER_ATTRIBUTE)
+    assert not left_out(plan, "def __init__") and left_out(plan, "def set_w")
+    assert_same(ASSIGNED_FROM_ANOTHER_ATTRIBUTE)
+    out = ASSIGNED_FROM_ANOTHER_ATTRIBUTE.replace("self.h.add_(x)", "torch.mul(x, 2, out=self.h)")
+    assert not left_out(planned(out), "def set_w")
+    assert_same(out)
 
 
 def test_a_traced_value_keeps_only_definitions_that_switch_requires_grad():
