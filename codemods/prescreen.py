@@ -70,6 +70,10 @@ def _word(name: str) -> str:
     return re.escape(name) + r"(?!\w)(?<!\w" + re.escape(name) + ")"
 
 
+# After a name: `.requires_grad` (`_`), a switch of the name's requires_grad.
+_SWITCH = _GAP + r"\." + _GAP + "requires_grad"
+
+
 # The patterns built from names, compiled once each: a run over a tree builds thousands, more
 # than ``re``'s own cache keeps, and compiling one costs as much as searching a long file.
 _compiled = lru_cache(maxsize=16384)(re.compile)
@@ -1789,7 +1793,7 @@ def _focused(planner: _Planner, whole: Plan) -> Optional[Plan]:
                 # bindings the window starts from: keep it, and follow every name it mentions as
                 # a bound value's (as the latest binding's above: to every use only in a module-level chain).
                 pending |= {(n, mode != SITE) for n in keep_owner(name, owner)}
-            pattern = _compiled(_word(name) if full else _word(name) + _GAP + r"\." + _GAP + "requires_grad")
+            pattern = _compiled(_word(name) if full else _word(name) + _SWITCH)
             for other in window:
                 if other not in kept and isinstance(body[other], _DEFINITIONS) and mentions(other, pattern):
                     kept.add(other)
@@ -2100,8 +2104,9 @@ def _left_out_methods(cls: ast.ClassDef, with_candidates: set[int], traced: set[
     (a GF105 candidate) a method that merely mentions one is kept too. Only GF105 and GF106
     follow an assigned value further (through the locals and attributes of the method that
     assigns it): with ``follows_values``, a method kept that way adds the attributes it
-    mentions. Methods that register a buffer, or use a module-level name an analysis traces,
-    are kept; the rest become stubs.
+    mentions. Methods that register a buffer, use a module-level name an analysis follows to
+    every use, or switch ``requires_grad`` on one it follows to its switches, are kept; the
+    rest become stubs.
     """
     methods = [m for m in cls.body if isinstance(m, _FUNCTIONS)]
     if not methods:
@@ -2119,8 +2124,8 @@ def _left_out_methods(cls: ast.ClassDef, with_candidates: set[int], traced: set[
         body = text(method)
         found = set(SELF_ATTRIBUTE.findall(body))
         words = set(_WORDS.findall(body))
-        if id(method) in with_candidates or "register_buffer" in body \
-                or not traced.isdisjoint(words) or ("requires_grad" in words and not switched.isdisjoint(words)):
+        if id(method) in with_candidates or "register_buffer" in body or not traced.isdisjoint(words) \
+                or ("requires_grad" in body and any(_compiled(_word(name) + _SWITCH).search(body) for name in switched & words)):
             attributes |= found
         else:
             pending.append((method, found, found if references_matter else set(SELF_ASSIGNED.findall(body))))

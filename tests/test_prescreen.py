@@ -622,6 +622,26 @@ SWITCHED = src("""
         return y
 """)
 
+SWITCHED_IN_A_CLASS = src("""
+    import torch
+
+    V = torch.zeros(3)
+
+
+    class Box:
+        def flip(self):
+            V.requires_grad_()
+
+        def mentions(self, x):
+            x.requires_grad = True
+            return V * 2
+
+        def site(self):
+            y = V.view(3)
+            y.add_(1)
+            return y
+""")
+
 ATTRIBUTE_CHAIN = src("""
     import torch
     from torch import nn
@@ -918,6 +938,12 @@ def test_only_gf105_and_gf106_follow_an_assigned_attribute_to_the_attributes_its
     out = ASSIGNED_FROM_ANOTHER_ATTRIBUTE.replace("self.h.add_(x)", "torch.mul(x, 2, out=self.h)")
     assert not left_out(planned(out), "def set_w")
     assert_same(out)
+
+
+def test_a_method_is_kept_for_a_switch_of_the_traced_name_not_for_mentioning_both():
+    plan = planned(SWITCHED_IN_A_CLASS)
+    assert not left_out(plan, "def flip") and left_out(plan, "def mentions")
+    assert_same(SWITCHED_IN_A_CLASS)
 
 
 def test_a_traced_value_keeps_only_definitions_that_switch_requires_grad():
