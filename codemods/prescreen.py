@@ -38,7 +38,7 @@ import bisect
 import re
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Iterator, Optional, Sequence
+from typing import Callable, Iterator, Optional, Sequence
 
 from .aliasing import ALIASING_METHODS
 from .grad_context import AUTOGRAD_FUNCTION_METHODS, INITIALIZER_NAME, OPTIMIZER_METHODS
@@ -1205,6 +1205,8 @@ class _Planner:
         self.syntax = _Syntax(self.codes, self.aliases)
         self.walrus = ":=" in source  # else no expression binds a name in its scope (see _Scope)
         self.scopes: dict[int, _Kinds] = {}
+        self._scopes: dict[int, _Scope] = {}  # by id of the function or class (see scope)
+        self._own_names: dict[int, tuple[frozenset[str], frozenset[str]]] = {}  # see own_names
         self._global_owners: Optional[dict[str, set[int]]] = None
         # (name, top-level class) -> the methods whose code declares the name global; None when the
         # class body itself does (filled in by global_owners)
@@ -1324,6 +1326,29 @@ class _Planner:
         else:
             self.whole_classes.add(top)  # in the class body or header itself
 
+    def scope(self, function: ast.AST) -> _Scope:
+        """The bindings of a function or class body (built once: the kinds and the tracing share it)."""
+        found = self._scopes.get(id(function))
+        if found is None:
+            found = self._scopes[id(function)] = _Scope(function, walrus=self.walrus)
+        return found
+
+    def own_names(self, function: ast.AST) -> tuple[frozenset[str], frozenset[str]]:
+        """The names a function or lambda binds for itself (its parameters, whatever its body binds,
+        what inner functions declare nonlocal), and those it declares global: module-level names
+        there, whatever an enclosing function binds."""
+        found = self._own_names.get(id(function))
+        if found is None:
+            if isinstance(function, ast.Lambda):
+                arguments = function.args
+                found = (frozenset(a.arg for a in [*arguments.posonlyargs, *arguments.args, arguments.vararg,
+                                                   *arguments.kwonlyargs, arguments.kwarg] if a is not None), frozenset())
+            else:
+                declared = frozenset(_declared_global(function))
+                found = (frozenset(self.scope(function).names) - declared, declared)
+            self._own_names[id(function)] = found
+        return found
+
     def _kinds(self, path: list[ast.stmt]) -> Optional[_Kinds]:
         """Tensor-ness in the function or class body that holds the statement, or in the module."""
         return self._kinds_in([s for s in path[:-1] if isinstance(s, _DEFINITIONS)])
@@ -1335,7 +1360,7 @@ class _Planner:
         if kinds is None:
             if self.imported is None:
                 self.imported = imported_words(self.source)
-            scope = _Scope(owner, walrus=self.walrus)
+            scope = self.scope(owner) if owner is not self.tree else _Scope(owner, walrus=self.walrus)
             if owner is self.tree:
                 for name in self.global_names():
                     scope.names.setdefault(name, []).append(_Binding(_ANY))  # bound in a function too
@@ -1468,7 +1493,6 @@ class _Names:
     def __init__(self, tree: ast.Module, walrus: bool = True) -> None:
         """``walrus``: the module may hold ``:=``; without one, the only expressions that bind a
         module-level name are the targets of statements (a comprehension's names are its own)."""
-        self.walrus = walrus
         self.kinds: dict[str, set[str]] = {}
         self.bound_by: dict[str, list[int]] = {}  # name -> indexes of the top-level statements binding it
         for index, statement in enumerate(tree.body):
@@ -1526,7 +1550,7 @@ def _statement_targets(node: ast.AST) -> list[ast.expr]:
 
 
 def _traced_names(root: ast.AST, names: _Names,
-                  local_names: Optional[dict[int, tuple[frozenset[str], frozenset[str]]]] = None) -> set[str]:
+                  own_names: Callable[[ast.AST], tuple[frozenset[str], frozenset[str]]]) -> set[str]:
     """Module-level names ``root`` uses where an analysis may follow them to other definitions.
 
     The hazard analysis looks at every use of a module-level name it traces (a read by an
@@ -1534,11 +1558,10 @@ def _traced_names(root: ast.AST, names: _Names,
     targets of writes and the values they were bound from; never a callee, an annotation,
     or the object of an attribute other than a view, an in-place method or ``.data``. A
     name a function, lambda or comprehension binds for itself is no module-level name
-    there (``local_names``: a cache of :func:`_own_names`, by the function's ``id``).
+    there (``own_names``: :meth:`_Planner.own_names`).
     """
     found: set[str] = set()
     kinds = names.kinds
-    cache = local_names if local_names is not None else {}
     stack: list[tuple[ast.AST, frozenset[str]]] = [(root, frozenset())]
     while stack:
         node, local = stack.pop()
@@ -1552,7 +1575,7 @@ def _traced_names(root: ast.AST, names: _Names,
             # annotations are not traced)
             arguments = node.args  # type: ignore[attr-defined]
             stack.extend((default, local) for default in [*arguments.defaults, *arguments.kw_defaults] if default is not None)
-            own, declared = _own_names(node, names.walrus, cache)
+            own, declared = own_names(node)
             inner = (local - declared) | own if declared else local | own
             body = node.body  # type: ignore[attr-defined]
             stack.extend((statement, inner) for statement in (body if type(body) is list else [body]))
@@ -1587,24 +1610,6 @@ def _traced_names(root: ast.AST, names: _Names,
 
 _OWN_SCOPES = frozenset({ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda})
 _COMPREHENSIONS = frozenset({ast.ListComp, ast.SetComp, ast.GeneratorExp, ast.DictComp})
-
-
-def _own_names(function: ast.AST, walrus: bool,
-               cache: dict[int, tuple[frozenset[str], frozenset[str]]]) -> tuple[frozenset[str], frozenset[str]]:
-    """The names a function or lambda binds for itself (its parameters, whatever its body binds,
-    what inner functions declare nonlocal), and those it declares global: module-level names
-    there, whatever an enclosing function binds."""
-    found = cache.get(id(function))
-    if found is None:
-        if isinstance(function, ast.Lambda):
-            arguments = function.args
-            found = (frozenset(a.arg for a in [*arguments.posonlyargs, *arguments.args, arguments.vararg,
-                                               *arguments.kwonlyargs, arguments.kwarg] if a is not None), frozenset())
-        else:
-            declared = frozenset(_declared_global(function))
-            found = (frozenset(_Scope(function, walrus).names) - declared, declared)
-        cache[id(function)] = found
-    return found
 
 
 def _declared_global(function: ast.AST) -> set[str]:
@@ -1724,7 +1729,6 @@ def _focused(planner: _Planner, whole: Plan) -> Optional[Plan]:
     for found_lines in candidate_lines.values():
         found_lines.sort()
     traced_cache: dict[int, set[str]] = {}
-    local_names: dict[int, tuple[frozenset[str], frozenset[str]]] = {}  # by function (see _traced_names)
 
     def traced_from(index: int) -> set[str]:
         """The module-level names an analysis can follow from statement ``index``: in a long
@@ -1733,7 +1737,7 @@ def _focused(planner: _Planner, whole: Plan) -> Optional[Plan]:
             roots = _element_roots(body[index], candidate_lines.get(index, []))
             found: set[str] = set()
             for root in roots if roots is not None else [body[index]]:
-                found |= _traced_names(root, names, local_names)
+                found |= _traced_names(root, names, planner.own_names)
             traced_cache[index] = found
         return traced_cache[index]
     kept |= sites
@@ -1754,7 +1758,7 @@ def _focused(planner: _Planner, whole: Plan) -> Optional[Plan]:
             return traced_from(index)
         # the rest of the class is left out or kept as for any kept class (_left_out_methods)
         planner.class_members.setdefault(index, set()).update(id(method) for method in methods)
-        return set().union(*(_traced_names(method, names, local_names) for method in methods))
+        return set().union(*(_traced_names(method, names, planner.own_names) for method in methods))
     while queue:
         index, mode = queue.pop()
         if (index, mode) in seen:
